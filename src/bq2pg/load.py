@@ -1,0 +1,265 @@
+"""Write to PostgreSQL: connections with pinned settings, COPY, and publishing.
+
+The writer half of loading (``encode`` is the formatter). Connections run in autocommit mode
+with explicit ``conn.transaction()`` blocks, so a block is a real transaction and never a
+savepoint (RELIABILITY.md c.6), and pin ``TimeZone``, ``DateStyle``, ``IntervalStyle`` and the
+client encoding so that values are stored the same whatever the server's defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from bq2pg import ddl
+from bq2pg.config import redact
+from bq2pg.errors import TargetError, TargetMismatchError, TransientTargetError
+from bq2pg.schema import TablePlan, normalize_identifier
+
+log = logging.getLogger(__name__)
+
+#: Settings pinned on every connection (RELIABILITY.md invariant 8).
+SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres"
+#: Seconds to wait for a connection; a black-holed server must not hang a run forever.
+CONNECT_TIMEOUT_S = 15
+#: SQLSTATE classes worth a retry: connection exceptions, insufficient resources (disk full),
+#: operator intervention (server shutting down or starting).
+TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+
+LOAD_SUFFIX = "__bq2pg_new"
+STAGE_SUFFIX = "__bq2pg_stage"
+
+
+def translate(exc: psycopg.Error, what: str) -> TargetError:
+    """One place where psycopg errors become bq2pg errors (messages are redacted)."""
+    state = getattr(exc, "sqlstate", None) or ""
+    message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+    text = f"{what}: {message}" + (f" (SQLSTATE {state})" if state else "")
+    if isinstance(exc, psycopg.OperationalError) and not state.startswith("28"):
+        return TransientTargetError(text)
+    if state[:2] in TRANSIENT_SQLSTATE_CLASSES:
+        return TransientTargetError(text)
+    return TargetError(text)
+
+
+def connect(url: str) -> psycopg.Connection:
+    """An autocommit connection with pinned session settings and a UTF8 server check."""
+    try:
+        conn = psycopg.connect(
+            url,
+            autocommit=True,
+            options=SESSION_OPTIONS,
+            client_encoding="UTF8",
+            connect_timeout=CONNECT_TIMEOUT_S,
+            application_name="bq2pg",
+        )
+    except psycopg.Error as exc:
+        raise translate(exc, "connecting to PostgreSQL") from None
+    encoding = conn.execute("SHOW server_encoding").fetchone()
+    if not encoding or encoding[0] != "UTF8":
+        conn.close()
+        raise TargetError(
+            f"the PostgreSQL database uses encoding {encoding[0] if encoding else '?'}; bq2pg "
+            "needs UTF8 so that text is stored as BigQuery sent it (create the database with "
+            "ENCODING 'UTF8')"
+        )
+    return conn
+
+
+def execute(conn: psycopg.Connection, statements: Iterable[sql.Composable], what: str) -> None:
+    """Run ``statements`` in one transaction."""
+    try:
+        with conn.transaction():
+            for statement in statements:
+                conn.execute(statement)
+    except psycopg.Error as exc:
+        raise translate(exc, what) from exc
+
+
+def copy_chunk(
+    conn: psycopg.Connection, parts: list[tuple[TablePlan, str, list[pa.Buffer]]]
+) -> None:
+    """COPY encoded CSV payloads into their tables, all in one transaction.
+
+    ``parts`` holds ``(plan, physical table name, payloads)``; the parent's rows and their
+    child rows commit together.
+    """
+    try:
+        with conn.transaction(), conn.cursor() as cur:
+            for plan, name, payloads in parts:
+                with cur.copy(ddl.copy_from_stdin(plan, name=name)) as copy:
+                    for payload in payloads:
+                        copy.write(memoryview(payload))
+    except psycopg.Error as exc:
+        names = ", ".join(name for _, name, _ in parts)
+        raise translate(exc, f"COPY into {names}") from exc
+
+
+def existing_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str] | None:
+    """Column name -> formatted type of an existing table, or None when it does not exist."""
+    rows = conn.execute(
+        "SELECT a.attname, format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+        "WHERE a.attrelid = to_regclass(%s) AND a.attnum > 0 AND NOT a.attisdropped "
+        "ORDER BY a.attnum",
+        [sql.Identifier(schema, name).as_string(conn)],
+    ).fetchall()
+    if not rows:
+        exists = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL", [sql.Identifier(schema, name).as_string(conn)]
+        ).fetchone()
+        return {} if exists and exists[0] else None
+    return {r[0]: r[1] for r in rows}
+
+
+_TYPE_SPELLINGS = {
+    "timestamptz": "timestamp with time zone",
+    "timestamp": "timestamp without time zone",
+    "time": "time without time zone",
+    "timestamptz[]": "timestamp with time zone[]",
+    "timestamp[]": "timestamp without time zone[]",
+    "time[]": "time without time zone[]",
+}
+
+
+def check_compatible(conn: psycopg.Connection, plan: TablePlan) -> bool:
+    """True if the target exists and matches ``plan``; False if it does not exist.
+
+    Raises:
+        TargetMismatchError: the table exists with other columns or types.
+    """
+    found = existing_columns(conn, plan.schema, plan.name)
+    if found is None:
+        return False
+    wanted = {c.name: _TYPE_SPELLINGS.get(c.pg_type, c.pg_type) for c in plan.columns}
+    problems = []
+    for name, pg_type in wanted.items():
+        if name not in found:
+            problems.append(f"column {name!r} is missing")
+        elif found[name].replace(", ", ",") != pg_type.replace(", ", ","):
+            problems.append(f"column {name!r} is {found[name]}, the source needs {pg_type}")
+    if problems:
+        raise TargetMismatchError(
+            f"target table {plan.qualified} does not match the source: "
+            + "; ".join(problems)
+            + ". Use --drop to recreate it, or --mode replace"
+        )
+    return True
+
+
+def side_name(plan: TablePlan, suffix: str) -> str:
+    """The name of a side table (load or staging) of ``plan``'s table."""
+    return normalize_identifier(plan.name + suffix)
+
+
+def publish_replace(conn: psycopg.Connection, plan: TablePlan) -> None:
+    """Swap the freshly loaded tables in place of the targets, in one transaction."""
+    statements: list[sql.Composable] = []
+    for table in plan.all_tables():
+        statements.append(ddl.drop_table(table.schema, table.name))
+    for table in plan.all_tables():
+        new = side_name(table, LOAD_SUFFIX)
+        statements.append(
+            sql.SQL("ALTER TABLE {} RENAME TO {}").format(
+                ddl.ident(table.schema, new), sql.Identifier(table.name)
+            )
+        )
+        if table.key:
+            statements.append(
+                sql.SQL("ALTER TABLE {} RENAME CONSTRAINT {} TO {}").format(
+                    ddl.ident(table.schema, table.name),
+                    sql.Identifier(normalize_identifier(new + "_pkey")),
+                    sql.Identifier(normalize_identifier(table.name + "_pkey")),
+                )
+            )
+    execute(conn, statements, f"publishing {plan.qualified}")
+
+
+def primary_key(table: TablePlan, physical: str) -> sql.Composable:
+    """``ADD CONSTRAINT <physical>_pkey PRIMARY KEY (...)`` on a load table."""
+    return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
+        ddl.ident(table.schema, physical),
+        sql.Identifier(normalize_identifier(physical + "_pkey")),
+        sql.SQL(", ").join(sql.Identifier(k) for k in table.key),
+    )
+
+
+def publish_merge(conn: psycopg.Connection, plan: TablePlan) -> int:
+    """Upsert the staged rows into the targets on the key, in one transaction.
+
+    Rows sharing a key inside the staged data collapse to one (BigQuery keys are not
+    enforced); child rows of every merged parent are replaced. Returns the number of
+    duplicate keys collapsed.
+    """
+    stage = side_name(plan, STAGE_SUFFIX)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in plan.key)
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in plan.column_names)
+    updates = [c for c in plan.column_names if c not in plan.key]
+    on_conflict = (
+        sql.SQL("DO UPDATE SET {}").format(
+            sql.SQL(", ").join(
+                sql.SQL("{0} = EXCLUDED.{0}").format(sql.Identifier(c)) for c in updates
+            )
+        )
+        if updates
+        else sql.SQL("DO NOTHING")
+    )
+    try:
+        with conn.transaction():
+            row = conn.execute(
+                sql.SQL("SELECT count(*) - count(DISTINCT ({})) FROM {}").format(
+                    keys, ddl.ident(plan.schema, stage)
+                )
+            ).fetchone()
+            duplicates = int(row[0]) if row else 0
+            conn.execute(
+                sql.SQL(
+                    "INSERT INTO {target} ({cols}) SELECT DISTINCT ON ({keys}) {cols} "
+                    "FROM {stage} ORDER BY {keys} ON CONFLICT ({keys}) {action}"
+                ).format(
+                    target=ddl.ident(plan.schema, plan.name),
+                    cols=cols,
+                    keys=keys,
+                    stage=ddl.ident(plan.schema, stage),
+                    action=on_conflict,
+                )
+            )
+            for child in plan.children:
+                _merge_child(conn, plan, child, stage)
+            for table in plan.all_tables():
+                conn.execute(ddl.drop_table(table.schema, side_name(table, STAGE_SUFFIX)))
+    except psycopg.Error as exc:
+        raise translate(exc, f"merging into {plan.qualified}") from exc
+    return duplicates
+
+
+def _merge_child(conn: psycopg.Connection, plan: TablePlan, child: TablePlan, stage: str) -> None:
+    parent_keys = child.key[:-1]
+    child_stage = side_name(child, STAGE_SUFFIX)
+    match = sql.SQL(" AND ").join(
+        sql.SQL("c.{} = s.{}").format(sql.Identifier(ck), sql.Identifier(pk))
+        for ck, pk in zip(parent_keys, plan.key, strict=True)
+    )
+    conn.execute(
+        sql.SQL("DELETE FROM {child} c USING {stage} s WHERE {match}").format(
+            child=ddl.ident(child.schema, child.name),
+            stage=ddl.ident(plan.schema, stage),
+            match=match,
+        )
+    )
+    cols = sql.SQL(", ").join(sql.Identifier(c) for c in child.column_names)
+    keys = sql.SQL(", ").join(sql.Identifier(k) for k in child.key)
+    conn.execute(
+        sql.SQL(
+            "INSERT INTO {child} ({cols}) SELECT DISTINCT ON ({keys}) {cols} FROM {stage} "
+            "ORDER BY {keys}"
+        ).format(
+            child=ddl.ident(child.schema, child.name),
+            cols=cols,
+            keys=keys,
+            stage=ddl.ident(child.schema, child_stage),
+        )
+    )
