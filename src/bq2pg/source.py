@@ -256,7 +256,7 @@ class Source:
         for attempt in Retrying(
             retry=retry_if_exception_type(TransientSourceError),
             stop=stop_after_attempt(READ_RETRY_ATTEMPTS) | stop_after_delay(READ_RETRY_SECONDS),
-            wait=wait_exponential_jitter(initial=0.5, max=30),
+            wait=wait_exponential_jitter(multiplier=0.5, max=30),
             reraise=True,
         ):
             with attempt:

@@ -1,0 +1,5 @@
+"""``python -m bq2pg``."""
+
+from bq2pg.cli import main
+
+main()

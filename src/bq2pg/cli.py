@@ -1,0 +1,414 @@
+"""The ``bq2pg`` command line: a thin adapter over the library.
+
+Each command parses its options, calls one library function, and shows the result; errors
+become exit codes in one place (:func:`main`). Progress goes to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from bq2pg import __version__, ddl, pipeline, typemap
+from bq2pg.config import Settings, redact
+from bq2pg.errors import Bq2pgError, ConfigError
+
+app = typer.Typer(
+    help="Copy BigQuery tables into PostgreSQL: fast, lossless, nested data as child tables.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+emulator_app = typer.Typer(help="The local BigQuery emulator.", no_args_is_help=True)
+postgres_app = typer.Typer(help="The embedded PostgreSQL server.", no_args_is_help=True)
+app.add_typer(emulator_app, name="emulator")
+app.add_typer(postgres_app, name="postgres")
+
+out = Console()
+err = Console(stderr=True)
+
+# Options shared by the commands that read BigQuery.
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option(help="Billing project for the read session (reading public data bills it)."),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bigquery-endpoint",
+        help="BigQuery REST endpoint of an emulator, e.g. http://127.0.0.1:9050 "
+        "[env: BQ2PG_BIGQUERY_ENDPOINT]",
+    ),
+]
+StorageEndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bigquery-storage-endpoint",
+        help="Storage Read API gRPC endpoint of an emulator, e.g. 127.0.0.1:9060 "
+        "[env: BQ2PG_BIGQUERY_STORAGE_ENDPOINT]",
+    ),
+]
+TableOpt = Annotated[
+    str | None,
+    typer.Option("--table", help="Target SCHEMA.NAME [default: public.<source table>]."),
+]
+ColumnsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated source columns to copy (selected_fields).")
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(help="Key column(s), comma-separated: primary key, merge key, child-table key."),
+]
+NestedOpt = Annotated[
+    str,
+    typer.Option(help="REPEATED RECORD columns as 'jsonb' columns or as child 'tables'."),
+]
+
+
+def _split(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def _nested(value: str) -> pipeline.Nested:
+    if value not in ("jsonb", "tables"):
+        raise ConfigError(f"--nested must be jsonb or tables, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def _source(project: str | None, endpoint: str | None, storage_endpoint: str | None) -> object:
+    from bq2pg.source import Source
+
+    settings = Settings()
+    return Source(
+        project=project or settings.project,
+        rest_endpoint=endpoint or settings.bigquery_endpoint,
+        storage_endpoint=storage_endpoint or settings.bigquery_storage_endpoint,
+    )
+
+
+def _database_url(to: str | None) -> str:
+    if to:
+        return to
+    settings = Settings()
+    if settings.database_url is not None:
+        return settings.database_url.get_secret_value()
+    raise ConfigError("no target database: give --to postgresql://... or set BQ2PG_DATABASE_URL")
+
+
+class _RateColumn(ProgressColumn):
+    """Rows, megabytes and rows per second of the copy."""
+
+    def render(self, task: Task) -> Text:
+        mb = task.fields.get("nbytes", 0) / 1e6
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed else 0.0
+        return Text(f"{int(task.completed):,} rows  {mb:,.1f} MB  {rate:,.0f} rows/s", "cyan")
+
+
+class _RichProgress:
+    """Draws the run's progress on stderr (a no-op when stderr is not a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+            disable=not err.is_terminal,
+        )
+        self.task: int | None = None
+        self.nbytes = 0
+
+    def start(self, total_rows: int | None, streams: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task(
+            f"{self.label} ({streams} stream{'s' if streams != 1 else ''})",
+            total=total_rows,
+            nbytes=0,
+        )
+
+    def advance(self, rows: int, nbytes: int) -> None:
+        if self.task is None:
+            return
+        self.nbytes += nbytes
+        self.bar.update(self.task, advance=rows, nbytes=self.nbytes)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+def _summary(result: pipeline.RunResult) -> None:
+    table = Table(title=f"{result.source} → {result.target} ({result.mode})", title_justify="left")
+    for name in ("table", "rows", "MB", "seconds", "rows/s"):
+        table.add_column(name, justify="left" if name == "table" else "right")
+    for t in result.tables:
+        table.add_row(
+            t.name, f"{t.rows:,}", f"{t.bytes / 1e6:,.1f}", f"{t.seconds:,.2f}",
+            f"{t.rows_per_second:,.0f}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(
+        f"{result.rows_read:,} rows read in {result.seconds:,.2f} s "
+        f"({result.rows_per_second:,.0f} rows/s end to end; load {result.load_seconds:,.2f} s, "
+        f"publish {result.publish_seconds:,.2f} s; {result.bytes / 1e6:,.1f} MB via COPY csv, "
+        f"{result.streams} stream{'s' if result.streams != 1 else ''}); run {result.run_id}"
+    )
+    if result.duplicates_collapsed:
+        out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
+
+
+@app.command()
+def copy(
+    source: Annotated[str, typer.Argument(help="PROJECT.DATASET.TABLE to copy.")],
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Target PostgreSQL URL [env: BQ2PG_DATABASE_URL]."),
+    ] = None,
+    table: TableOpt = None,
+    columns: ColumnsOpt = None,
+    where: Annotated[
+        str | None, typer.Option(help="BigQuery SQL predicate pushed down as row_restriction.")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Copy at most N rows.", min=0)] = None,
+    streams: Annotated[
+        int | None, typer.Option(help="Parallel read streams [default: CPU cores].", min=1)
+    ] = None,
+    mode: Annotated[str, typer.Option(help="replace, append or merge (needs --key).")] = "replace",
+    key: KeyOpt = None,
+    nested: NestedOpt = "jsonb",
+    drop: Annotated[bool, typer.Option(help="Drop and recreate the target tables first.")] = False,
+    project: ProjectOpt = None,
+    bigquery_endpoint: EndpointOpt = None,
+    bigquery_storage_endpoint: StorageEndpointOpt = None,
+) -> None:
+    """Copy a BigQuery table into PostgreSQL."""
+    if mode not in ("replace", "append", "merge"):
+        raise ConfigError(f"--mode must be replace, append or merge, not {mode!r}")
+    request = pipeline.CopyRequest(
+        source=source,
+        database_url=_database_url(to),
+        table=table,
+        columns=_split(columns),
+        where=where,
+        limit=limit,
+        streams=streams or Settings().streams,
+        mode=mode,  # type: ignore[arg-type]
+        key=_split(key),
+        nested=_nested(nested),
+        drop=drop,
+    )
+    src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    progress = _RichProgress(f"copy {source}")
+    try:
+        result = pipeline.copy_table(src, request, progress)  # type: ignore[arg-type]
+    finally:
+        progress.stop()
+    _summary(result)
+
+
+@app.command()
+def schema(
+    source: Annotated[str, typer.Argument(help="PROJECT.DATASET.TABLE to describe.")],
+    table: TableOpt = None,
+    columns: ColumnsOpt = None,
+    key: KeyOpt = None,
+    nested: NestedOpt = "jsonb",
+    project: ProjectOpt = None,
+    bigquery_endpoint: EndpointOpt = None,
+    bigquery_storage_endpoint: StorageEndpointOpt = None,
+) -> None:
+    """Print the PostgreSQL DDL that copy would create, without loading anything."""
+    request = pipeline.CopyRequest(
+        source=source,
+        database_url="",
+        table=table,
+        columns=_split(columns),
+        key=_split(key),
+        nested=_nested(nested),
+    )
+    src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    _, plan, _ = pipeline.plan(src, request)  # type: ignore[arg-type]
+    out.print(ddl.render(plan), markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command()
+def types() -> None:
+    """Print how each BigQuery type is stored in PostgreSQL."""
+    table = Table(title="BigQuery → PostgreSQL", title_justify="left")
+    for name in ("BigQuery", "PostgreSQL", "Arrow (Storage Read API)", "note"):
+        table.add_column(name)
+    for rule in typemap.TYPES.values():
+        table.add_row(rule.bigquery, rule.pg, rule.arrow, rule.note)
+    table.add_row("REPEATED <scalar>", "<type>[]", "list<...>", "an empty array is '{}'")
+    out.print(table)
+
+
+@app.command()
+def demo(
+    rows: Annotated[int, typer.Option(help="Generated patents rows to seed.", min=0)] = 10_000,
+    to: Annotated[
+        str | None,
+        typer.Option(
+            "--to",
+            help="Target PostgreSQL URL [env: BQ2PG_DATABASE_URL; default: the embedded server].",
+        ),
+    ] = None,
+    streams: Annotated[int | None, typer.Option(help="Parallel read streams.", min=1)] = None,
+    nested: NestedOpt = "tables",
+) -> None:
+    """Run the whole product locally: emulator, patents data, embedded PostgreSQL, copy."""
+    from bq2pg import demo as demo_module
+
+    settings = Settings()
+    url = to or (settings.database_url.get_secret_value() if settings.database_url else None)
+    err.print(f"Seeding the BigQuery emulator with {rows:,} patents publications…")
+    progress = _RichProgress("copy patents-public-data.patents.publications")
+    try:
+        result = demo_module.run(
+            rows=rows,
+            database_url=url,
+            streams=streams or settings.streams,
+            nested=_nested(nested),
+            progress=progress,
+        )
+    finally:
+        progress.stop()
+    err.print(f"Seeded {rows:,} rows in {result.seed_seconds:.1f} s (Parquet load job).")
+    _summary(result.run)
+    if result.psql_command:
+        out.print("\nLook at the result:")
+        out.print(f"  {result.psql_command}", markup=False, highlight=False, soft_wrap=True)
+        out.print(
+            "  e.g. SELECT code, count(*) FROM patents.publications__cpc GROUP BY 1 "
+            "ORDER BY 2 DESC LIMIT 10;"
+        )
+        out.print("Stop the embedded PostgreSQL with: bq2pg postgres stop")
+    else:
+        out.print(f"\nLoaded into {redact(result.database_url)}", markup=False)
+
+
+@emulator_app.command("start")
+def emulator_start(
+    rest_port: Annotated[int, typer.Option(help="REST port (0: a free one).")] = 9050,
+    grpc_port: Annotated[int, typer.Option(help="Storage Read gRPC port (0: a free one).")] = 9060,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Keep the emulator's data here (default: in memory).")
+    ] = None,
+    seed_rows: Annotated[
+        int, typer.Option(help="Seed patents-public-data.patents.publications with N rows.")
+    ] = 0,
+) -> None:
+    """Run the BigQuery emulator in the foreground until Ctrl-C."""
+    from bq2pg import demo as demo_module
+    from bq2pg import emulator
+    from bq2pg.source import Source
+
+    log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bq2pg-emulator-{os.getpid()}.log"
+    emu = emulator.start(
+        data_dir=data_dir, log_path=log_path, rest_port=rest_port or None,
+        grpc_port=grpc_port or None,
+    )  # fmt: skip
+    try:
+        if seed_rows:
+            src = Source(
+                project="patents-public-data",
+                rest_endpoint=emu.rest_url,
+                storage_endpoint=emu.grpc_endpoint,
+            )
+            seconds = demo_module.seed(src, seed_rows)
+            err.print(f"Seeded {seed_rows:,} patents rows in {seconds:.1f} s.")
+        out.print(f"BigQuery emulator running (log: {log_path}). Use it with:")
+        out.print(f"  export BQ2PG_BIGQUERY_ENDPOINT={emu.rest_url}")
+        out.print(f"  export BQ2PG_BIGQUERY_STORAGE_ENDPOINT={emu.grpc_endpoint}")
+        out.print("Press Ctrl-C to stop.")
+        signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+        while emu.process.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        emu.stop()
+
+
+@postgres_app.command("start")
+def postgres_start() -> None:
+    """Start the embedded PostgreSQL (or show the running one) and print its URL."""
+    from bq2pg import embedded
+
+    server = embedded.start()
+    out.print(server.url, markup=False, highlight=False)
+    err.print(f"psql: {server.psql_command}", markup=False, highlight=False)
+
+
+@postgres_app.command("stop")
+def postgres_stop() -> None:
+    """Stop the embedded PostgreSQL."""
+    from bq2pg import embedded
+
+    if embedded.stop():
+        out.print("Stopped the embedded PostgreSQL.")
+    else:
+        out.print("The embedded PostgreSQL was not running.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"bq2pg {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def main() -> None:
+    """Entry point of the ``bq2pg`` script: errors become messages and exit codes."""
+    try:
+        app(standalone_mode=False)
+    except Bq2pgError as exc:
+        err.print(Text.assemble(("error: ", "bold red"), redact(str(exc))), highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the unexpected
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
