@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from conftest import make_table
 from psycopg import sql
 
 from bq2pg import ConfigError, CopyRequest, FilterError, TargetMismatchError, copy_table
 from bq2pg.schema import Field
 from bq2pg.source import Source
+from conftest import make_table
 
 FIELDS = [
     Field("id", "INT64"),
@@ -50,7 +50,9 @@ def request(table_id: str, pg_url: str, schema: str, **kw: object) -> CopyReques
     return CopyRequest(source=table_id, database_url=pg_url, table=f"{schema}.items", **kw)  # type: ignore[arg-type]
 
 
-def test_replace_copies_every_row_with_arrays_and_jsonb(source: Source, dataset, pg_url, pg_schema, pg):
+def test_replace_copies_every_row_with_arrays_and_jsonb(
+    source: Source, dataset, pg_url, pg_schema, pg
+):
     table_id = make_table(source, dataset, "items", FIELDS, rows(range(50)))
     result = copy_table(source, request(table_id, pg_url, pg_schema, key=("id",)))
     assert result.rows_read == 50
@@ -97,7 +99,9 @@ def test_merge_upserts_on_the_key_and_replaces_child_rows(source, dataset, pg_ur
     kw = {"mode": "merge", "key": ("id",), "nested": "tables"}
     copy_table(source, request(table_id, pg_url, pg_schema, **kw))
     # the source changes: rows 4..7 rewritten (4, 5 updated; 6, 7 new), 3 parts each
-    changed = [dict(r, parts=[{"code": "new", "n": k} for k in range(3)]) for r in rows(range(4, 8), "-v2")]
+    changed = [
+        dict(r, parts=[{"code": "new", "n": k} for k in range(3)]) for r in rows(range(4, 8), "-v2")
+    ]
     table2 = make_table(source, dataset, "items2", FIELDS, changed)
     copy_table(source, request(table2, pg_url, pg_schema, **kw))
     got = fetch(pg, pg_schema, "items")
@@ -165,7 +169,9 @@ def test_unknown_column_is_a_config_error(source, dataset, pg_url, pg_schema):
 @pytest.mark.parametrize("limit", [0, 1, 7, 999])
 def test_limit_copies_exactly_that_many_rows(source, dataset, pg_url, pg_schema, pg, limit):
     table_id = make_table(source, dataset, "items", FIELDS, rows(range(20)))
-    result = copy_table(source, request(table_id, pg_url, pg_schema, limit=limit, key=("id",), nested="tables"))
+    result = copy_table(
+        source, request(table_id, pg_url, pg_schema, limit=limit, key=("id",), nested="tables")
+    )
     expected = min(limit, 20)
     assert result.rows_read == expected
     got = fetch(pg, pg_schema, "items")

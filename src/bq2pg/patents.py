@@ -185,34 +185,167 @@ _KINDS = {
     "GB": ["A", "B"],
 }
 _LANG = {
-    "US": "en", "DE": "de", "AT": "de", "CN": "zh", "JP": "ja",
-    "EP": "en", "WO": "en", "KR": "ko", "FR": "fr", "GB": "en",
-}  # fmt: skip
+    "US": "en",
+    "DE": "de",
+    "AT": "de",
+    "CN": "zh",
+    "JP": "ja",
+    "EP": "en",
+    "WO": "en",
+    "KR": "ko",
+    "FR": "fr",
+    "GB": "en",
+}
 _WORDS = {
-    "en": "fuel filter additive release method device compressor scroll bearing lubrication "
-    "semiconductor mask phase shifting electrode negative material battery detection oxalate "
-    "assembly vehicle seat belt strap apparatus system signal process composition layer".split(),
-    "de": "Verfahren Vorrichtung zur Herstellung eines Schloss Rotor Sitzung Schlüssel "
-    "Epithelzell Linie Analysegerät dünne Filmstruktur Trocknung schärfen Spielautomat".split(),
-    "zh": "一种 分离 纯化 糖肽 的 方法 饲用 甘露 聚糖酶 及其 制备 胎盘 干细胞 抗肿瘤 疫苗".split(),
-    "ja": "装置 方法 圧縮機 スクロール 軸受 潤滑 半導体 電極 材料 製造".split(),
-    "ko": "장치 방법 반도체 전극 배터리 재료 제조 시스템".split(),
-    "fr": "procédé dispositif pour la fabrication d'un filtre à carburant électrode".split(),
+    "en": [
+        "fuel",
+        "filter",
+        "additive",
+        "release",
+        "method",
+        "device",
+        "compressor",
+        "scroll",
+        "bearing",
+        "lubrication",
+        "semiconductor",
+        "mask",
+        "phase",
+        "shifting",
+        "electrode",
+        "negative",
+        "material",
+        "battery",
+        "detection",
+        "oxalate",
+        "assembly",
+        "vehicle",
+        "seat",
+        "belt",
+        "strap",
+        "apparatus",
+        "system",
+        "signal",
+        "process",
+        "composition",
+        "layer",
+    ],
+    "de": [
+        "Verfahren",
+        "Vorrichtung",
+        "zur",
+        "Herstellung",
+        "eines",
+        "Schloss",
+        "Rotor",
+        "Sitzung",
+        "Schlüssel",
+        "Epithelzell",
+        "Linie",
+        "Analysegerät",
+        "dünne",
+        "Filmstruktur",
+        "Trocknung",
+        "schärfen",
+        "Spielautomat",
+    ],
+    "zh": [
+        "一种",
+        "分离",
+        "纯化",
+        "糖肽",
+        "的",
+        "方法",
+        "饲用",
+        "甘露",
+        "聚糖酶",
+        "及其",
+        "制备",
+        "胎盘",
+        "干细胞",
+        "抗肿瘤",
+        "疫苗",
+    ],
+    "ja": [
+        "装置",
+        "方法",
+        "圧縮機",
+        "スクロール",
+        "軸受",
+        "潤滑",
+        "半導体",
+        "電極",
+        "材料",
+        "製造",
+    ],
+    "ko": ["장치", "방법", "반도체", "전극", "배터리", "재료", "제조", "시스템"],
+    "fr": [
+        "procédé",
+        "dispositif",
+        "pour",
+        "la",
+        "fabrication",
+        "d'un",
+        "filtre",
+        "à",
+        "carburant",
+        "électrode",
+    ],
 }
 _CPC = np.array(
-    "B01D37/025 B01D27/00 F02M25/00 F02M37/32 G03F1/26 G03F1/32 C12Q1/527 H01M4/587 "
-    "H01M10/052 B60R22/24 F04C18/0215 F04C29/02 C12N9/2494 A61K39/0011 C07K1/16 G06F21/60 "
-    "H04L9/0838 G01N35/025 Y02E60/10 A23K20/189".split()
+    [
+        "B01D37/025",
+        "B01D27/00",
+        "F02M25/00",
+        "F02M37/32",
+        "G03F1/26",
+        "G03F1/32",
+        "C12Q1/527",
+        "H01M4/587",
+        "H01M10/052",
+        "B60R22/24",
+        "F04C18/0215",
+        "F04C29/02",
+        "C12N9/2494",
+        "A61K39/0011",
+        "C07K1/16",
+        "G06F21/60",
+        "H04L9/0838",
+        "G01N35/025",
+        "Y02E60/10",
+        "A23K20/189",
+    ]
 )
 _CITATION_TYPES = np.array(["", "", "", "A", "X", "Y", "XY", "XI", "YD", "XPI", "AP", "D"])
 _CATEGORIES = np.array(["SEA", "CITED_BY_APPLICANT", "CITED_BY_EXAMINER", "UNKNOWN", "APP"])
 _NAMES = np.array(
-    "MARTIN HAROLD R|STEHOUWER DAVID M|MÜLLER HANS|SCHMIDT ANNA|王伟|李娜|SATO HIROSHI|"
-    "KIM MIN-JUN|DUPONT MARIE|SMITH JOHN|O'BRIEN SEAN|GARCÍA LÓPEZ JOSÉ".split("|")
+    [
+        "MARTIN HAROLD R",
+        "STEHOUWER DAVID M",
+        "MÜLLER HANS",
+        "SCHMIDT ANNA",
+        "王伟",
+        "李娜",
+        "SATO HIROSHI",
+        "KIM MIN-JUN",
+        "DUPONT MARIE",
+        "SMITH JOHN",
+        "O'BRIEN SEAN",
+        "GARCÍA LÓPEZ JOSÉ",
+    ]
 )
 _ASSIGNEES = np.array(
-    "SIEMENS AG|ROBERT BOSCH GMBH|MATSUSHITA ELECTRIC IND CO LTD|UNIV ZHEJIANG|"
-    "SAMSUNG ELECTRONICS CO LTD|GEN ELECTRIC|IBM|Martin Harold R.|".split("|")
+    [
+        "SIEMENS AG",
+        "ROBERT BOSCH GMBH",
+        "MATSUSHITA ELECTRIC IND CO LTD",
+        "UNIV ZHEJIANG",
+        "SAMSUNG ELECTRONICS CO LTD",
+        "GEN ELECTRIC",
+        "IBM",
+        "Martin Harold R.",
+        "",
+    ]
 )
 
 
@@ -223,7 +356,9 @@ def _lists(values: pa.Array, counts: np.ndarray) -> pa.ListArray:
 
 
 _VOCAB = pa.array([w for words in _WORDS.values() for w in words])
-_VOCAB_START = dict(zip(_WORDS, np.cumsum([0] + [len(w) for w in _WORDS.values()])[:-1], strict=True))
+_VOCAB_START = dict(
+    zip(_WORDS, np.cumsum([0] + [len(w) for w in _WORDS.values()])[:-1], strict=True)
+)
 _VOCAB_SIZE = {lang: len(words) for lang, words in _WORDS.items()}
 
 
@@ -245,9 +380,15 @@ def _dates(rng: np.random.Generator, n: int, lo: int, hi: int) -> np.ndarray:
 
 
 def _localized_col(
-    rng: np.random.Generator, lang: np.ndarray, has: np.ndarray, words: tuple[int, int],
-    *, second: float, truncated: bool, html: bool = False,
-) -> pa.Array:  # fmt: skip
+    rng: np.random.Generator,
+    lang: np.ndarray,
+    has: np.ndarray,
+    words: tuple[int, int],
+    *,
+    second: float,
+    truncated: bool,
+    html: bool = False,
+) -> pa.Array:
     """A REPEATED {text, language[, truncated]} column: 0, 1 or 2 languages per row."""
     n = len(lang)
     counts = has.astype(np.int32) + (has & (rng.random(n) < second)).astype(np.int32)
@@ -288,7 +429,9 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
     is_us = country == "US"
     publication_date = _dates(rng, n, 1980, 2025)
     filing_date = publication_date - rng.integers(1, 5, n) * 10000  # 1-4 years earlier
-    granted = np.isin(kind, ["B", "B1", "B2", "T1", "T2", "A"]) & ~is_us | np.isin(kind, ["B1", "B2"])  # fmt: skip
+    granted = np.isin(kind, ["B", "B1", "B2", "T1", "T2", "A"]) & ~is_us | np.isin(
+        kind, ["B1", "B2"]
+    )
     grant_date = np.where(granted, publication_date, 0)
     priority_date = np.where(rng.random(n) < 0.03, 0, filing_date - rng.integers(0, 2, n) * 10000)
     family = rng.integers(10**6, 5 * 10**7, n).astype(str)
@@ -310,7 +453,16 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
             np.where(rng.random(n) < 0.1, "PCT/" + country + "2001/0" + app_digits, ""), pa.string()
         ),
         "family_id": pa.array(family),
-        "spif_publication_number": pa.array(np.where(is_us, pc.binary_join_element_wise(country, number, kind.astype(str), "").to_numpy(zero_copy_only=False), empty), pa.string()),  # fmt: skip
+        "spif_publication_number": pa.array(
+            np.where(
+                is_us,
+                pc.binary_join_element_wise(country, number, kind.astype(str), "").to_numpy(
+                    zero_copy_only=False
+                ),
+                empty,
+            ),
+            pa.string(),
+        ),
         "spif_application_number": pa.array(np.where(is_us, "US" + app_digits, empty), pa.string()),
     }
     truncated = not thirty_columns
@@ -343,7 +495,12 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
     columns["inventor"] = _lists(pa.array(inv_names), inv_counts)
     columns["inventor_harmonized"] = _lists(
         pa.StructArray.from_arrays(
-            [pa.array(np.char.replace(inv_names, ".", "")), pa.array(np.where(rng.random(len(inv_names)) < 0.2, "", np.repeat(country, inv_counts)))],  # fmt: skip
+            [
+                pa.array(np.char.replace(inv_names, ".", "")),
+                pa.array(
+                    np.where(rng.random(len(inv_names)) < 0.2, "", np.repeat(country, inv_counts))
+                ),
+            ],
             names=["name", "country_code"],
         ),
         inv_counts,
@@ -375,7 +532,9 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
     )
     columns["uspc"] = _codes(rng, np.where(is_us, rng.integers(1, 4, n), 0), "uspc")
     columns["ipc"] = _codes(rng, rng.integers(1, 11, n), "ipc")
-    columns["cpc"] = _codes(rng, np.where(np.isin(country, ["CN", "JP"]), 0, rng.integers(0, 30, n)), "cpc")  # fmt: skip
+    columns["cpc"] = _codes(
+        rng, np.where(np.isin(country, ["CN", "JP"]), 0, rng.integers(0, 30, n)), "cpc"
+    )
     columns["fi"] = _codes(rng, np.where(country == "JP", rng.integers(1, 4, n), 0), "fi")
     columns["fterm"] = _codes(rng, np.where(country == "JP", rng.integers(0, 20, n), 0), "fterm")
     columns["locarno"] = _codes(rng, np.where(rng.random(n) < 0.01, 1, 0), "locarno")
@@ -387,7 +546,9 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
             rng, n, (0, 1), country, app_digits, pub_numbers=None, npl_share=0.0, share=share
         )
     columns["entity_status"] = pa.array(
-        np.where(is_us & (rng.random(n) < 0.3), np.where(rng.random(n) < 0.5, "LARGE", "SMALL"), ""),  # fmt: skip
+        np.where(
+            is_us & (rng.random(n) < 0.3), np.where(rng.random(n) < 0.5, "LARGE", "SMALL"), ""
+        ),
         pa.string(),
     )
     columns["art_unit"] = pa.array(
@@ -418,7 +579,9 @@ def _codes(rng: np.random.Generator, counts: np.ndarray, kind: str) -> pa.ListAr
     counts = counts.astype(np.int32)
     m = int(counts.sum())
     if kind == "uspc":
-        codes = np.char.add(rng.integers(100, 999, m).astype(str), "/" + rng.integers(1, 300, m).astype(str))  # fmt: skip
+        codes = np.char.add(
+            rng.integers(100, 999, m).astype(str), "/" + rng.integers(1, 300, m).astype(str)
+        )
     elif kind in ("fi", "fterm"):
         codes = np.char.add("4B018", rng.integers(10, 99, m).astype(str))
     else:
@@ -456,7 +619,9 @@ def _references(
 ) -> pa.ListArray:
     """A REPEATED {publication_number, application_number, npl_text, type, category, filing_date}."""
     counts = rng.integers(count_range[0], count_range[1] + 1, n).astype(np.int32)
-    counts = np.where(rng.random(n) < share, np.maximum(counts, 1 if share < 1 else 0), 0).astype(np.int32)  # fmt: skip
+    counts = np.where(rng.random(n) < share, np.maximum(counts, 1 if share < 1 else 0), 0).astype(
+        np.int32
+    )
     m = int(counts.sum())
     row = np.repeat(np.arange(n), counts)
     npl = rng.random(m) < npl_share
@@ -470,12 +635,21 @@ def _references(
         filing = np.where(rng.random(m) < 0.7, 0, _dates(rng, m, 1970, 2020))
     else:
         publication = np.full(m, "", dtype=object)
-        application = np.char.add(np.char.add(country[row].astype(str), "-"), np.char.add(app_digits[row].astype(str), "-A"))  # fmt: skip
+        application = np.char.add(
+            np.char.add(country[row].astype(str), "-"),
+            np.char.add(app_digits[row].astype(str), "-A"),
+        )
         category = np.full(m, "", dtype=object)
-        ctype = np.where(rng.random(m) < 0.5, "", np.where(rng.random(m) < 0.5, "division", "continuation-in-part"))  # fmt: skip
+        ctype = np.where(
+            rng.random(m) < 0.5,
+            "",
+            np.where(rng.random(m) < 0.5, "division", "continuation-in-part"),
+        )
         filing = _dates(rng, m, 1975, 2020)
     npl_text = np.where(
-        npl, "Tse-Chun Lin et al., \"Enhanced mannanase production\", Process Biochemistry, 2004, 《第39卷》, <URL:http://example.org/a?b=1>", ""  # fmt: skip
+        npl,
+        'Tse-Chun Lin et al., "Enhanced mannanase production", Process Biochemistry, 2004, 《第39卷》, <URL:http://example.org/a?b=1>',
+        "",
     )
     return _lists(
         pa.StructArray.from_arrays(
@@ -487,7 +661,14 @@ def _references(
                 pa.array(np.asarray(category).astype(str)),
                 pa.array(np.asarray(filing, dtype=np.int64)),
             ],
-            names=["publication_number", "application_number", "npl_text", "type", "category", "filing_date"],  # fmt: skip
+            names=[
+                "publication_number",
+                "application_number",
+                "npl_text",
+                "type",
+                "category",
+                "filing_date",
+            ],
         ),
         counts,
     )

@@ -32,7 +32,16 @@ from bq2pg.encode import Encoder
 from bq2pg.errors import Bq2pgError, ConfigError
 from bq2pg.schema import Nested, TablePlan, plan_table
 
-__all__ = ["CopyRequest", "Mode", "Nested", "Progress", "RunResult", "TableResult", "copy_table", "plan"]
+__all__ = [
+    "CopyRequest",
+    "Mode",
+    "Nested",
+    "Progress",
+    "RunResult",
+    "TableResult",
+    "copy_table",
+    "plan",
+]
 from bq2pg.source import ReadSession, Source, TableInfo, TableRef
 
 log = logging.getLogger(__name__)
@@ -184,9 +193,7 @@ def plan(source: Source, request: CopyRequest) -> tuple[TableInfo, TablePlan, li
     return info, table_plan, [f.name for f in fields]
 
 
-def copy_table(
-    source: Source, request: CopyRequest, progress: Progress | None = None
-) -> RunResult:
+def copy_table(source: Source, request: CopyRequest, progress: Progress | None = None) -> RunResult:
     """Copy one BigQuery table (or the filtered, projected part of it) into PostgreSQL.
 
     Raises:
@@ -197,7 +204,9 @@ def copy_table(
     progress = progress or _NoProgress()
     started = time.perf_counter()
     info, table_plan, selected = plan(source, request)
-    where = predicate.validate(request.where, [f.name for f in info.fields]) if request.where else None
+    where = (
+        predicate.validate(request.where, [f.name for f in info.fields]) if request.where else None
+    )
     if request.limit is not None and request.limit < 0:
         raise ConfigError("--limit must be 0 or more")
 
@@ -247,10 +256,8 @@ def _physical(mode: Mode, table: TablePlan) -> str:
 def _prepare_targets(conn: psycopg.Connection, request: CopyRequest, plan_: TablePlan) -> None:
     statements = [ddl.create_schema(plan_.schema)]
     tables = plan_.all_tables()
-    if request.drop or request.mode == "replace":
-        # replace drops the targets only when publishing; --drop means now
-        if request.drop:
-            statements += [ddl.drop_table(t.schema, t.name) for t in tables]
+    if request.drop:  # replace drops the targets only when publishing; --drop means now
+        statements += [ddl.drop_table(t.schema, t.name) for t in tables]
     if request.mode == "replace":
         for t in tables:
             side = _physical("replace", t)
@@ -258,7 +265,7 @@ def _prepare_targets(conn: psycopg.Connection, request: CopyRequest, plan_: Tabl
         load.execute(conn, statements, f"creating the load tables of {plan_.qualified}")
         return
     load.execute(conn, statements, f"preparing {plan_.qualified}")
-    create: list[psycopg.sql.Composable] = []
+    create: list[psycopg.sql.Composed] = []
     for t in tables:
         if not load.check_compatible(conn, t):
             create.append(ddl.create_table(t))
@@ -266,7 +273,10 @@ def _prepare_targets(conn: psycopg.Connection, request: CopyRequest, plan_: Tabl
                 create.append(ddl.add_primary_key(t))
         if request.mode == "merge":
             side = _physical("merge", t)
-            create += [ddl.drop_table(t.schema, side), ddl.create_table(t, name=side, unlogged=True)]
+            create += [
+                ddl.drop_table(t.schema, side),
+                ddl.create_table(t, name=side, unlogged=True),
+            ]
     load.execute(conn, create, f"creating {plan_.qualified}")
 
 
@@ -323,9 +333,7 @@ def _run(
     if session.streams and not budget.exhausted:
         with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
             futures = [
-                pool.submit(
-                    _load_stream, source, session, s, request, plan_, budget, counted
-                )
+                pool.submit(_load_stream, source, session, s, request, plan_, budget, counted)
                 for s in session.streams
             ]
             for f in futures:
@@ -355,9 +363,7 @@ def _run(
 def _publish(conn: psycopg.Connection, request: CopyRequest, plan_: TablePlan) -> int:
     duplicates = 0
     if request.mode == "replace":
-        keys = [
-            load.primary_key(t, _physical("replace", t)) for t in plan_.all_tables() if t.key
-        ]
+        keys = [load.primary_key(t, _physical("replace", t)) for t in plan_.all_tables() if t.key]
         load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
         load.publish_replace(conn, plan_)
     elif request.mode == "merge":

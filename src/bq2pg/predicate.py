@@ -16,7 +16,15 @@ from bq2pg.errors import FilterError
 #: The Storage Read API limits ``row_restriction`` to 1 MB (stream.proto, TableReadOptions).
 ROW_RESTRICTION_MAX_BYTES = 1_000_000
 
-_NOT_A_PREDICATE = (exp.Query, exp.Command, exp.Create, exp.Drop, exp.Insert, exp.Update, exp.Delete)
+_NOT_A_PREDICATE = (
+    exp.Query,
+    exp.Command,
+    exp.Create,
+    exp.Drop,
+    exp.Insert,
+    exp.Update,
+    exp.Delete,
+)
 
 
 def validate(where: str, columns: list[str] | None = None) -> str:
@@ -47,7 +55,9 @@ def validate(where: str, columns: list[str] | None = None) -> str:
         first = str(exc).splitlines()[0]
         raise FilterError(f"--where {text!r} is not a valid BigQuery expression: {first}") from None
     if len(statements) != 1:
-        raise FilterError(f"--where {text!r} holds {len(statements)} statements; give one predicate")
+        raise FilterError(
+            f"--where {text!r} holds {len(statements)} statements; give one predicate"
+        )
     tree = statements[0]
     if isinstance(tree, _NOT_A_PREDICATE):
         raise FilterError(
@@ -55,7 +65,9 @@ def validate(where: str, columns: list[str] | None = None) -> str:
             "for example: country_code = 'US' AND publication_date >= 20200101"
         )
     if tree.find(exp.Query) is not None:
-        raise FilterError(f"--where {text!r} contains a subquery; the Storage Read API refuses them")
+        raise FilterError(
+            f"--where {text!r} contains a subquery; the Storage Read API refuses them"
+        )
     if columns is not None:
         known = {c.lower() for c in columns}
         # the first part of a dotted name (record.field) is the column

@@ -216,9 +216,7 @@ def plan_table(
     )
 
 
-def _plan_child(
-    f: Field, source: str, schema: str, parent: str, keys: list[Column]
-) -> TablePlan:
+def _plan_child(f: Field, source: str, schema: str, parent: str, keys: list[Column]) -> TablePlan:
     where = f"{source}.{f.name}"
     name = normalize_identifier(f"{parent}__{f.name}")
     key_cols = [

@@ -121,7 +121,10 @@ def to_field(schema_field: object) -> Field:
 def _translate(exc: Exception, what: str) -> Exception:
     """One place where Google client errors become bq2pg errors."""
     if isinstance(exc, _TRANSIENT):
-        return TransientSourceError(f"{what}: BigQuery is unavailable for now ({exc.__class__.__name__}: {exc.message if hasattr(exc, 'message') else exc})")
+        detail = getattr(exc, "message", exc)
+        return TransientSourceError(
+            f"{what}: BigQuery is unavailable for now ({exc.__class__.__name__}: {detail})"
+        )
     if isinstance(exc, gexc.NotFound):
         return SourceError(f"{what}: not found ({getattr(exc, 'message', exc)})")
     if isinstance(exc, gexc.Forbidden | gexc.Unauthorized | gexc.PermissionDenied):
@@ -131,7 +134,9 @@ def _translate(exc: Exception, what: str) -> Exception:
             "roles/bigquery.dataViewer on the table"
         )
     if isinstance(exc, gexc.BadRequest | gexc.InvalidArgument):
-        return SourceError(f"{what}: BigQuery rejected the request ({getattr(exc, 'message', exc)})")
+        return SourceError(
+            f"{what}: BigQuery rejected the request ({getattr(exc, 'message', exc)})"
+        )
     if isinstance(exc, gexc.GoogleAPICallError):
         return SourceError(f"{what}: {exc.__class__.__name__}: {getattr(exc, 'message', exc)}")
     return exc
@@ -165,7 +170,7 @@ class Source:
                         "an emulator needs both --bigquery-endpoint (REST) and "
                         "--bigquery-storage-endpoint (gRPC host:port)"
                     )
-                credentials = AnonymousCredentials()  # type: ignore[no-untyped-call]
+                credentials = AnonymousCredentials()
                 self.bq = bigquery.Client(
                     project=project or "bq2pg",
                     credentials=credentials,
@@ -297,9 +302,7 @@ def create_table(source: Source, ref: TableRef, fields: list[Field] | tuple[Fiel
     try:
         source.bq.create_dataset(f"{ref.project}.{ref.dataset}", exists_ok=True)
         source.bq.delete_table(str(ref), not_found_ok=True)
-        source.bq.create_table(
-            bigquery.Table(str(ref), schema=[_schema_field(f) for f in fields])
-        )
+        source.bq.create_table(bigquery.Table(str(ref), schema=[_schema_field(f) for f in fields]))
     except Exception as exc:
         raise _translate(exc, f"creating {ref}") from exc
 

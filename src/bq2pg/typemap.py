@@ -86,7 +86,11 @@ TYPES: dict[str, TypeRule] = {
             "months, days and microseconds kept apart",
         ),
         TypeRule(
-            "RANGE<DATE>", "daterange", "struct<start: date32, end: date32>", "render", "[start, end)"
+            "RANGE<DATE>",
+            "daterange",
+            "struct<start: date32, end: date32>",
+            "render",
+            "[start, end)",
         ),
         TypeRule(
             "RANGE<DATETIME>",
@@ -130,7 +134,9 @@ def canonical(field_type: str, range_element_type: str | None = None) -> str:
     """The canonical type name of a BigQuery field type (``INTEGER`` -> ``INT64``)."""
     name = ALIASES.get(field_type.upper(), field_type.upper())
     if name == "RANGE":
-        element = ALIASES.get((range_element_type or "").upper(), (range_element_type or "").upper())
+        element = ALIASES.get(
+            (range_element_type or "").upper(), (range_element_type or "").upper()
+        )
         return f"RANGE<{element}>"
     return name
 

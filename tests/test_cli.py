@@ -1,0 +1,142 @@
+"""The bq2pg command: real processes, real servers, exit codes and output."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+import bq2pg
+from bq2pg.schema import Field
+from conftest import make_table
+
+CANARY = "CANARY-7f3a9c"
+
+
+def bq2pg_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bq2pg", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def emulator_env(emu) -> dict[str, str]:
+    return {
+        "BQ2PG_BIGQUERY_ENDPOINT": emu.rest_url,
+        "BQ2PG_BIGQUERY_STORAGE_ENDPOINT": emu.grpc_endpoint,
+        "BQ2PG_PROJECT": "bq2pg-test",
+    }
+
+
+def test_public_api_is_pinned():
+    assert sorted(bq2pg.__all__) == sorted(
+        [
+            "Bq2pgError", "ConfigError", "CopyRequest", "EmbeddedError", "FilterError",
+            "IdentifierError", "RunResult", "Source", "SourceError", "TableRef", "TableResult",
+            "TargetError", "TargetMismatchError", "TransientSourceError", "TransientTargetError",
+            "TypeMappingError", "__version__", "copy_table", "plan",
+        ]
+    )  # fmt: skip
+    for name in bq2pg.__all__:
+        assert hasattr(bq2pg, name)
+
+
+def test_help_lists_every_command():
+    result = bq2pg_cmd("--help")
+    assert result.returncode == 0
+    for command in ("copy", "schema", "types", "demo", "emulator", "postgres"):
+        assert command in result.stdout
+
+
+def test_no_option_takes_key_json_on_the_command_line():
+    assert "key-json" not in bq2pg_cmd("copy", "--help").stdout
+
+
+def test_types_prints_the_type_table():
+    result = bq2pg_cmd("types")
+    assert result.returncode == 0
+    for name in ("BIGNUMERIC", "tstzrange", "jsonb", "double precision"):
+        assert name in result.stdout
+
+
+def test_schema_prints_ddl_without_loading(source, dataset, emulator_env):
+    fields = [Field("id", "INT64"), Field("r", "RECORD", "REPEATED", (Field("x", "STRING"),))]
+    table_id = make_table(source, dataset, "t", fields, [])
+    result = bq2pg_cmd(
+        "schema", table_id, "--key", "id", "--nested", "tables", "--table", "s.t",
+        env=emulator_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert 'CREATE TABLE "s"."t" (\n    "id" bigint\n);' in result.stdout
+    assert 'CREATE TABLE "s"."t__r"' in result.stdout
+    assert '"parent_id" bigint NOT NULL' in result.stdout
+
+
+def test_copy_end_to_end_prints_a_summary(source, dataset, emulator_env, pg_url, pg_schema, pg):
+    table_id = make_table(
+        source, dataset, "t", [Field("id", "INT64")], [{"id": i} for i in range(5)]
+    )
+    result = bq2pg_cmd(
+        "copy", table_id, "--to", pg_url, "--table", f"{pg_schema}.t", "--streams", "2",
+        env=emulator_env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "5 rows read" in result.stdout
+    assert pg.execute(f'SELECT count(*) FROM "{pg_schema}"."t"').fetchone() == (5,)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["copy", "not-a-table", "--to", "postgresql://x@/y"], 2, "PROJECT.DATASET.TABLE"),
+        (["copy", "p.d.t"], 2, "BQ2PG_DATABASE_URL"),
+        (["copy", "p.d.t", "--to", "postgresql://x@/y", "--mode", "upsert"], 2, "--mode"),
+    ],
+)
+def test_configuration_errors_exit_2_with_the_fix(args, code, message, emulator_env):
+    env = {**emulator_env, "BQ2PG_DATABASE_URL": ""}
+    result = bq2pg_cmd(*args, env=env)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+
+
+def test_missing_source_table_exits_3(emulator_env):
+    result = bq2pg_cmd(
+        "copy", "bq2pg-test.nosuch.table", "--to", "postgresql://x@/y", env=emulator_env
+    )
+    assert result.returncode == 3
+    assert "not found" in result.stderr
+
+
+def test_unreachable_database_error_never_shows_the_password(source, dataset, emulator_env):
+    table_id = make_table(source, dataset, "t", [Field("id", "INT64")], [{"id": 1}])
+    url = f"postgresql://loader:{CANARY}@127.0.0.1:1/db?connect_timeout=3"
+    result = bq2pg_cmd("-v", "-v", "copy", table_id, "--to", url, env=emulator_env)
+    assert result.returncode == 4, result.stderr
+    assert "connecting to PostgreSQL" in result.stderr
+    assert CANARY not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end(pg_url, pg, tmp_path):
+    result = bq2pg_cmd(
+        "demo", "--rows", "2000", "--to", pg_url, env={"XDG_CACHE_HOME": str(tmp_path)}, timeout=600
+    )
+    try:
+        assert result.returncode == 0, result.stderr
+        assert "2,000 rows read" in result.stdout
+        assert pg.execute("SELECT count(*) FROM patents.publications").fetchone() == (2000,)
+        cpc = pg.execute(
+            "SELECT count(*), count(DISTINCT parent_publication_number) FROM patents.publications__cpc"
+        ).fetchone()
+        assert cpc is not None and cpc[0] > cpc[1] > 0
+    finally:
+        pg.execute("DROP SCHEMA IF EXISTS patents CASCADE")

@@ -1,0 +1,44 @@
+"""Configuration and secret redaction (pure)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bq2pg.config import Settings, redact
+
+CANARY = "CANARY-7f3a-pw"
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f"postgresql://loader:{CANARY}@db.example:5432/patents",
+        f"postgres://loader:{CANARY}@/patents?host=/tmp",
+        f"host=db user=loader password={CANARY} dbname=patents",
+        f"host=db password = '{CANARY}' dbname=patents",
+        f"postgresql://db/patents?user=loader&password={CANARY}&sslmode=verify-full",
+        f"error connecting to postgresql://u:{CANARY}@h/db: timeout",
+    ],
+)
+def test_redact_masks_passwords_in_every_dsn_form(text):
+    masked = redact(text)
+    assert CANARY not in masked
+    assert "***" in masked
+
+
+def test_redact_leaves_text_without_secrets_alone():
+    text = "postgresql://loader@db/patents?sslmode=require"
+    assert redact(text) == text
+
+
+def test_database_url_from_the_environment_is_a_secret(monkeypatch):
+    monkeypatch.setenv("BQ2PG_DATABASE_URL", f"postgresql://u:{CANARY}@h/db")
+    settings = Settings()
+    assert CANARY not in repr(settings) and CANARY not in str(settings)
+    assert settings.database_url is not None
+    assert CANARY in settings.database_url.get_secret_value()
+
+
+def test_streams_default_and_environment(monkeypatch):
+    monkeypatch.setenv("BQ2PG_STREAMS", "3")
+    assert Settings().streams == 3
