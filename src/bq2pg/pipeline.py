@@ -15,10 +15,11 @@ and libpq release the GIL), encodes each batch column-wise and COPYs it, then pu
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Literal, Protocol
@@ -41,6 +42,7 @@ __all__ = [
     "TableResult",
     "copy_table",
     "plan",
+    "write_batches",
 ]
 from bq2pg.source import ReadSession, Source, TableInfo, TableRef
 
@@ -54,6 +56,9 @@ COPY_CHUNK_BYTES = 32 * 1024 * 1024
 #: Arrow bytes encoded at a time: a 50,000-row message of wide rows is sliced to this size so
 #: that memory stays bounded however wide the rows are.
 ENCODE_SLICE_BYTES = 16 * 1024 * 1024
+#: Encoded chunks waiting per stream for the writer thread: one being encoded, one queued,
+#: one being sent bounds a stream's memory to about 3 x COPY_CHUNK_BYTES.
+CHUNKS_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -383,48 +388,99 @@ def _load_stream(
     counted: Callable[[str, int, int], None],
 ) -> None:
     """Read one stream to its end (or to the --limit) and COPY it in chunks."""
+    write_batches(
+        request.database_url,
+        plan_,
+        source.read_stream(session, stream),
+        mode=request.mode,
+        budget=budget,
+        counted=counted,
+    )
+
+
+def write_batches(
+    database_url: str,
+    plan_: TablePlan,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    mode: Mode = "append",
+    budget: _Budget | None = None,
+    counted: Callable[[str, int, int], None] | None = None,
+) -> None:
+    """The load engine: Arrow batches of the source shape -> PostgreSQL, on one connection.
+
+    Two threads: this one normalizes and encodes; a writer thread COPYs the previous chunk
+    meanwhile, so the client's work overlaps the server's. At most :data:`CHUNKS_IN_FLIGHT`
+    encoded chunks wait between them (bounded memory). Each chunk's rows, parent and children,
+    commit in one transaction. ``mode`` picks the tables written (``_physical``).
+    """
+    budget = budget or _Budget(None)
     tables = plan_.all_tables()
     encoders = {t.name: Encoder(t.columns) for t in tables}
-    pending: dict[str, list[pa.Buffer]] = {t.name: [] for t in tables}
-    pending_rows = dict.fromkeys(pending, 0)
-    pending_bytes = 0
-    conn = load.connect(request.database_url)
+    chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
+    failed = threading.Event()
+    conn = load.connect(database_url)
 
-    def flush() -> None:
-        nonlocal pending_bytes
-        if not pending_bytes:
-            return
-        parts = [
-            (t, _physical(request.mode, t), pending[t.name]) for t in tables if pending[t.name]
-        ]
-        load.copy_chunk(conn, parts)
-        for t in tables:
-            counted(t.name, pending_rows[t.name], sum(p.size for p in pending[t.name]))
-            pending[t.name] = []
-            pending_rows[t.name] = 0
-        pending_bytes = 0
-
-    try:
-        for batch in source.read_stream(session, stream):
-            granted = budget.take(batch.num_rows)
-            if granted < batch.num_rows:
-                batch = batch.slice(0, granted)
-            for piece in _slices(batch):
-                parts = normalize.split(pa.Table.from_batches([piece]), plan_)
+    def write() -> None:
+        try:
+            while (chunk := chunks.get()) is not None:
+                parts = [(t, _physical(mode, t), chunk.payloads[t.name]) for t in tables]
+                load.copy_chunk(conn, [p for p in parts if p[2]])
                 for t in tables:
-                    payload = encoders[t.name].encode(parts[t.name])
-                    pending[t.name].append(payload)
-                    pending_rows[t.name] += parts[t.name].num_rows
-                    pending_bytes += payload.size
-                if pending_bytes >= COPY_CHUNK_BYTES:
-                    flush()
-            if budget.exhausted:
-                break
-        flush()
-    finally:
-        for e in encoders.values():
-            e.close()
-        conn.close()
+                    if counted is not None:
+                        nbytes = sum(b.size for b in chunk.payloads[t.name])
+                        counted(t.name, chunk.rows[t.name], nbytes)
+        except BaseException:
+            failed.set()  # the reader stops at its next batch
+            while chunks.get() is not None:  # keep taking, so the reader never blocks
+                pass
+            raise
+
+    with ThreadPoolExecutor(1, thread_name_prefix="bq2pg-copy") as writer_pool:
+        writer = writer_pool.submit(write)
+        try:
+            chunk = _Chunk(tables)
+            for batch in batches:
+                if failed.is_set():
+                    break
+                granted = budget.take(batch.num_rows)
+                if granted < batch.num_rows:
+                    batch = batch.slice(0, granted)
+                for piece in _slices(batch):
+                    parts = normalize.split(pa.Table.from_batches([piece]), plan_)
+                    for t in tables:
+                        chunk.add(
+                            t.name, encoders[t.name].encode(parts[t.name]), parts[t.name].num_rows
+                        )
+                    if chunk.nbytes >= COPY_CHUNK_BYTES:
+                        chunks.put(chunk)
+                        chunk = _Chunk(tables)
+                if budget.exhausted:
+                    break
+            if chunk.nbytes and not failed.is_set():
+                chunks.put(chunk)
+        finally:
+            chunks.put(None)  # the writer takes every item until None, even after a failure
+            try:
+                writer.result()
+            finally:
+                for e in encoders.values():
+                    e.close()
+                conn.close()
+
+
+class _Chunk:
+    """Encoded payloads and row counts per table, committed together in one transaction."""
+
+    def __init__(self, tables: list[TablePlan]) -> None:
+        self.payloads: dict[str, list[pa.Buffer]] = {t.name: [] for t in tables}
+        self.rows = {t.name: 0 for t in tables}
+        self.nbytes = 0
+
+    def add(self, table: str, payload: pa.Buffer, rows: int) -> None:
+        self.payloads[table].append(payload)
+        self.rows[table] += rows
+        self.nbytes += payload.size
 
 
 def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
