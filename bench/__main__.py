@@ -176,28 +176,30 @@ def end_to_end(url: str, rows: int, rounds: int) -> list[Sample]:
     from bq2pg import demo, emulator, pipeline, source
 
     samples = []
-    with tempfile.TemporaryDirectory() as work:
-        with emulator.start(log_path=Path(work) / "emulator.log") as emu:
-            src = source.Source(
-                project="patents-public-data",
-                rest_endpoint=emu.rest_url,
-                storage_endpoint=emu.grpc_endpoint,
-            )
-            demo.seed(src, rows)
-            for _ in range(rounds):
-                for nested in ("jsonb", "tables"):
-                    request = pipeline.CopyRequest(
-                        source=patents.SOURCE_TABLE,
-                        database_url=url,
-                        table="bench_e2e.publications",
-                        key=("publication_number",),
-                        nested=nested,  # type: ignore[arg-type]
-                        streams=2,
-                    )
-                    result = pipeline.copy_table(src, request)
-                    name = f"bq2pg copy end to end, --nested {nested}, 2 streams"
-                    samples.append(Sample(name, result.rows_read, result.seconds, result.bytes))
-                    print(f"  {name}: {result.rows_per_second:,.0f} rows/s", flush=True)
+    with (
+        tempfile.TemporaryDirectory() as work,
+        emulator.start(log_path=Path(work) / "emulator.log") as emu,
+    ):
+        src = source.Source(
+            project="patents-public-data",
+            rest_endpoint=emu.rest_url,
+            storage_endpoint=emu.grpc_endpoint,
+        )
+        demo.seed(src, rows)
+        for _ in range(rounds):
+            for nested in ("jsonb", "tables"):
+                request = pipeline.CopyRequest(
+                    source=patents.SOURCE_TABLE,
+                    database_url=url,
+                    table="bench_e2e.publications",
+                    key=("publication_number",),
+                    nested=nested,  # type: ignore[arg-type]
+                    streams=2,
+                )
+                result = pipeline.copy_table(src, request)
+                name = f"bq2pg copy end to end, --nested {nested}, 2 streams"
+                samples.append(Sample(name, result.rows_read, result.seconds, result.bytes))
+                print(f"  {name}: {result.rows_per_second:,.0f} rows/s", flush=True)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("DROP SCHEMA IF EXISTS bench_e2e CASCADE")
     return samples
@@ -217,9 +219,9 @@ def report(samples: list[Sample], reference: str, note: str) -> str:
         seconds = statistics.median(s.seconds for s in group)
         mb = group[0].nbytes / 1e6 / seconds
         ratio = f"{rate / ref:.2f}×" if ref else "—"
-        lines.append(
-            f"| {name} | {group[0].rows:,} | {len(group)} | {seconds:.2f} | {rate:,.0f} | {mb:.1f} | {ratio} |"
-        )
+        cells = [name, f"{group[0].rows:,}", str(len(group)), f"{seconds:.2f}"]
+        cells += [f"{rate:,.0f}", f"{mb:.1f}", ratio]
+        lines.append("| " + " | ".join(cells) + " |")
     return note + "\n\n" + "\n".join(lines) + "\n"
 
 
