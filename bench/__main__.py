@@ -24,15 +24,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import psycopg
 import pyarrow as pa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bq2pg import ddl, load, normalize, patents
+from bq2pg import binary, ddl, load, normalize, patents
 from bq2pg.encode import Encoder
 from bq2pg.pipeline import write_batches
-from bq2pg.schema import TablePlan, plan_table
+from bq2pg.schema import Field, TablePlan, plan_table
 
 ROOT = Path(__file__).resolve().parents[1]
 REPORT = ROOT / "docs" / "benchmarks.md"
@@ -77,7 +78,9 @@ def _fresh(conn: psycopg.Connection, plan: TablePlan) -> None:
     )
 
 
-def bq2pg_csv(url: str, plan: TablePlan, table: pa.Table, connections: int = 1) -> float:
+def bq2pg_csv(
+    url: str, plan: TablePlan, table: pa.Table, connections: int = 1, *, allow_binary: bool = True
+) -> float:
     """bq2pg's load engine (``pipeline.write_batches``), one thread pair per connection."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -85,7 +88,8 @@ def bq2pg_csv(url: str, plan: TablePlan, table: pa.Table, connections: int = 1) 
     parts = [table.slice(i, step) for i in range(0, table.num_rows, step)]
 
     def run(part: pa.Table) -> None:
-        write_batches(url, plan, part.to_batches(max_chunksize=50_000), mode="append")
+        batches = part.to_batches(max_chunksize=50_000)
+        write_batches(url, plan, batches, mode="append", allow_binary=allow_binary)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(connections) as pool:
@@ -119,10 +123,10 @@ def psycopg_binary(url: str, plan: TablePlan, table: pa.Table) -> float:
     return seconds
 
 
-def psql_copy(url: str, plan: TablePlan, csv_path: Path, psql: Path) -> float:
-    """The server alone: psql \\copy of the rows pre-encoded as CSV."""
+def psql_copy(url: str, plan: TablePlan, path: Path, psql: Path, fmt: str = "csv") -> float:
+    """The server alone: psql \\copy of the rows pre-encoded as CSV (or binary)."""
     target = sql.Identifier(plan.schema, plan.name).as_string(None)
-    command = f"\\copy {target} FROM '{csv_path}' WITH (FORMAT csv)"
+    command = f"\\copy {target} FROM '{path}' WITH (FORMAT {fmt})"
     started = time.perf_counter()
     subprocess.run([str(psql), url, "-X", "-q", "-v", "ON_ERROR_STOP=1", "-c", command], check=True)
     return time.perf_counter() - started
@@ -153,6 +157,67 @@ def copy_paths(url: str, psql: Path, rows: int, rounds: int) -> list[Sample]:
         "bq2pg encode + COPY csv, 2 conns": lambda: bq2pg_csv(url, plan, table, 2),
         "psycopg binary write_row, 1 conn": lambda: psycopg_binary(url, plan, table),
     }
+    samples = _alternate(url, plan, contenders, rows, nbytes, rounds)
+    csv_path.unlink()
+    return samples
+
+
+def flat_paths(url: str, psql: Path, rows: int, rounds: int) -> list[Sample]:
+    """Binary against CSV on a flat table of numbers, times and short text."""
+    n = rows * 5
+    rng = np.random.default_rng(1)
+    fields = [
+        Field("id", "INT64"), Field("amount", "FLOAT64"), Field("score", "FLOAT64"),
+        Field("created", "TIMESTAMP"), Field("day", "DATE"), Field("flag", "BOOL"),
+        Field("label", "STRING"),
+    ]  # fmt: skip
+    table = pa.table(
+        {
+            "id": pa.array(np.arange(n)),
+            "amount": pa.array(rng.random(n) * 1e6),
+            "score": pa.array(rng.standard_normal(n)),
+            "created": pa.array(rng.integers(0, 1_700_000_000_000_000, n)).cast(pa.timestamp("us", "UTC")),
+            "day": pa.array(rng.integers(0, 20_000, n).astype(np.int32)).cast(pa.date32()),
+            "flag": pa.array(rng.random(n) < 0.5),
+            "label": pa.array(np.char.add("label-", (np.arange(n) % 997).astype(str))),
+        }
+    )  # fmt: skip
+    plan = plan_table(fields, source="bench", schema="bench", name="flat")
+    folder = Path(tempfile.mkdtemp(prefix="bq2pg-bench-"))
+    files = {}
+    for fmt, allow in (("csv", False), ("binary", True)):
+        encoder = Encoder(plan.columns, allow_binary=allow)
+        path = folder / f"flat.{fmt}"
+        with open(path, "wb") as fh:
+            fh.write(binary.SIGNATURE if fmt == "binary" else b"")
+            for batch in table.to_batches(max_chunksize=50_000):
+                fh.write(memoryview(encoder.encode(pa.Table.from_batches([batch]))))
+            fh.write(binary.TRAILER if fmt == "binary" else b"")
+        assert encoder.format == fmt
+        files[fmt] = path
+    nbytes = files["csv"].stat().st_size
+    contenders: dict[str, Callable[[], float]] = {
+        "psql \\copy (pre-encoded CSV, 1 conn)": lambda: psql_copy(url, plan, files["csv"], psql),
+        "psql \\copy (pre-encoded binary, 1 conn)": lambda: psql_copy(url, plan, files["binary"], psql, "binary"),
+        "bq2pg load engine, CSV, 1 conn": lambda: bq2pg_csv(url, plan, table, 1, allow_binary=False),
+        "bq2pg load engine, binary, 1 conn": lambda: bq2pg_csv(url, plan, table, 1),
+        "bq2pg load engine, binary, 2 conns": lambda: bq2pg_csv(url, plan, table, 2),
+    }  # fmt: skip
+    samples = _alternate(url, plan, contenders, n, nbytes, rounds)
+    for path in files.values():
+        path.unlink()
+    return samples
+
+
+def _alternate(
+    url: str,
+    plan: TablePlan,
+    contenders: dict[str, Callable[[], float]],
+    rows: int,
+    nbytes: int,
+    rounds: int,
+) -> list[Sample]:
+    """Run the contenders round by round on fresh tables; checks every row arrived."""
     conn = load.connect(url)
     samples = []
     for _ in range(rounds):
@@ -160,14 +225,13 @@ def copy_paths(url: str, psql: Path, rows: int, rounds: int) -> list[Sample]:
             _fresh(conn, plan)
             seconds = run()
             count = conn.execute(
-                sql.SQL("SELECT count(*) FROM {}").format(ddl.ident("bench", "pubs"))
+                sql.SQL("SELECT count(*) FROM {}").format(ddl.ident(plan.schema, plan.name))
             ).fetchone()
             assert count == (rows,), (name, count)
             samples.append(Sample(name, rows, seconds, nbytes))
             print(f"  {name}: {rows / seconds:,.0f} rows/s", flush=True)
-    conn.execute("DROP SCHEMA bench CASCADE")
+    conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(plan.schema)))
     conn.close()
-    csv_path.unlink()
     return samples
 
 
@@ -235,6 +299,8 @@ def main() -> None:
     url, bin_dir = _server()
     print(f"COPY paths, {rows:,} rows × {rounds} rounds", flush=True)
     paths = copy_paths(url, bin_dir / "psql", rows, rounds)
+    print(f"flat table, {rows * 5:,} rows × {rounds} rounds", flush=True)
+    flat = flat_paths(url, bin_dir / "psql", rows, rounds)
     print(f"end to end, {rows:,} rows × {rounds} rounds", flush=True)
     e2e = end_to_end(url, rows, rounds)
     machine = (
@@ -247,6 +313,12 @@ def main() -> None:
         f"{rows:,} generated patents publications without full text (the 31 other columns; "
         "text[] and jsonb columns, `--nested jsonb`), loaded into an empty table with no index. "
         "The contenders alternate round by round; bq2pg's time includes encoding from Arrow.",
+    )
+    text += "\n## Binary or CSV\n\n" + report(
+        flat,
+        "psql \\copy (pre-encoded CSV, 1 conn)",
+        f"{rows * 5:,} rows of a flat table (bigint, 2 × double, timestamptz, date, boolean, "
+        "short text): where the server parses numbers and times, binary COPY pays.",
     )
     text += "\n## End to end\n\n" + report(
         e2e,

@@ -60,11 +60,14 @@ def drop_table(schema: str, name: str) -> sql.Composed:
     return sql.SQL("DROP TABLE IF EXISTS {}").format(ident(schema, name))
 
 
-def copy_from_stdin(plan: TablePlan, *, name: str | None = None) -> sql.Composed:
-    """``COPY ... FROM STDIN`` in the CSV dialect that ``encode`` writes."""
-    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT csv)").format(
+def copy_from_stdin(
+    plan: TablePlan, *, name: str | None = None, format: str = "csv"
+) -> sql.Composed:
+    """``COPY ... FROM STDIN`` in the format ``encode`` wrote (``csv`` or ``binary``)."""
+    return sql.SQL("COPY {} ({}) FROM STDIN (FORMAT {})").format(
         ident(plan.schema, name or plan.name),
         sql.SQL(", ").join(sql.Identifier(c) for c in plan.column_names),
+        sql.SQL("binary" if format == "binary" else "csv"),
     )
 
 

@@ -15,7 +15,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg import ddl
+from bq2pg import binary, ddl
 from bq2pg.config import redact
 from bq2pg.errors import TargetError, TargetMismatchError, TransientTargetError
 from bq2pg.schema import TablePlan, normalize_identifier
@@ -81,21 +81,25 @@ def execute(conn: psycopg.Connection, statements: Iterable[sql.Composed], what: 
 
 
 def copy_chunk(
-    conn: psycopg.Connection, parts: list[tuple[TablePlan, str, list[pa.Buffer]]]
+    conn: psycopg.Connection, parts: list[tuple[TablePlan, str, list[pa.Buffer], str]]
 ) -> None:
-    """COPY encoded CSV payloads into their tables, all in one transaction.
+    """COPY encoded payloads into their tables, all in one transaction.
 
-    ``parts`` holds ``(plan, physical table name, payloads)``; the parent's rows and their
-    child rows commit together.
+    ``parts`` holds ``(plan, physical table name, payloads, format)``; the parent's rows and
+    their child rows commit together.
     """
     try:
         with conn.transaction(), conn.cursor() as cur:
-            for plan, name, payloads in parts:
-                with cur.copy(ddl.copy_from_stdin(plan, name=name)) as copy:
+            for plan, name, payloads, fmt in parts:
+                with cur.copy(ddl.copy_from_stdin(plan, name=name, format=fmt)) as copy:
+                    if fmt == "binary":
+                        copy.write(binary.SIGNATURE)
                     for payload in payloads:
                         copy.write(memoryview(payload))
+                    if fmt == "binary":
+                        copy.write(binary.TRAILER)
     except psycopg.Error as exc:
-        names = ", ".join(name for _, name, _ in parts)
+        names = ", ".join(part[1] for part in parts)
         raise translate(exc, f"COPY into {names}") from exc
 
 

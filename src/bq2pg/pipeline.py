@@ -418,6 +418,7 @@ def write_batches(
     mode: Mode = "append",
     budget: _Budget | None = None,
     counted: Callable[[str, int, int], None] | None = None,
+    allow_binary: bool = True,
 ) -> None:
     """The load engine: Arrow batches of the source shape -> PostgreSQL, on one connection.
 
@@ -428,7 +429,7 @@ def write_batches(
     """
     budget = budget or _Budget(None)
     tables = plan_.all_tables()
-    encoders = {t.name: Encoder(t.columns) for t in tables}
+    encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
     chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
     failed = threading.Event()
     conn = load.connect(database_url)
@@ -436,7 +437,10 @@ def write_batches(
     def write() -> None:
         try:
             while (chunk := chunks.get()) is not None:
-                parts = [(t, _physical(mode, t), chunk.payloads[t.name]) for t in tables]
+                parts = [
+                    (t, _physical(mode, t), chunk.payloads[t.name], encoders[t.name].format)
+                    for t in tables
+                ]
                 load.copy_chunk(conn, [p for p in parts if p[2]])
                 for t in tables:
                     if counted is not None:
