@@ -53,12 +53,12 @@ def supported(pg_types: Sequence[str], arrow_types: Sequence[pa.DataType]) -> bo
     for pg, arrow in zip(pg_types, arrow_types, strict=True):
         if pg not in LAYOUTS:
             return False
-        if LAYOUTS[pg] == 0 and not (
-            pa.types.is_string(arrow)
-            or pa.types.is_binary(arrow)
-            or pa.types.is_large_string(arrow)
-        ):
-            return False  # e.g. GEOGRAPHY as WKB needs rendering to WKT
+        is_text = pa.types.is_string(arrow) or pa.types.is_large_string(arrow)
+        is_bytes = pa.types.is_binary(arrow) or pa.types.is_large_binary(arrow)
+        if pg == "bytea" and not is_bytes:
+            return False
+        if pg in ("text", "jsonb") and not is_text:
+            return False  # e.g. GEOGRAPHY as WKB bytes needs rendering to WKT
     return True
 
 

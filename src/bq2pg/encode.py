@@ -73,12 +73,16 @@ def _json_value(f: Field, x: str, arrow_type: pa.DataType | None) -> str:
     """DuckDB expression for ``x`` made JSON-safe: ``to_json`` of it is exact, valid JSON.
 
     NaN and infinities become the strings ``"NaN"``, ``"Infinity"``, ``"-Infinity"`` (as
-    PostgreSQL's ``to_jsonb`` does); bytes become base64; JSON values are embedded, not quoted.
+    PostgreSQL's ``to_jsonb`` does); bytes become base64; JSON values are embedded, not quoted;
+    BIGNUMERIC becomes a string holding the exact decimal (DuckDB would print a double); an
+    absent array becomes ``[]``, as at the top level.
     """
     if f.repeated:
         elem = Field(f.name, f.type, "NULLABLE", f.fields, f.precision, f.scale)
         elem_type = arrow_type.value_type if arrow_type is not None else None
-        return f"list_transform({x}, e{len(x)} -> {_json_value(elem, f'e{len(x)}', elem_type)})"
+        var = f"e{len(x)}"  # a lambda variable unique to this nesting depth
+        inner = _json_value(elem, var, elem_type)
+        return f"coalesce(list_transform({x}, {var} -> {inner}), [])"
     if f.is_record:
         parts = []
         for i, sub in enumerate(f.fields):
@@ -94,8 +98,10 @@ def _json_value(f: Field, x: str, arrow_type: pa.DataType | None) -> str:
         )
     if t == "BYTES":
         return f"to_base64({x})"
-    if t in ("JSON", "BIGNUMERIC"):
+    if t == "JSON":
         return f"json({x})"
+    if t == "BIGNUMERIC":
+        return x  # already text (see prepare); a JSON string keeps all 76 digits
     if t == "TIMESTAMP":
         return f"strftime({x}, '%Y-%m-%dT%H:%M:%S.%fZ')"
     if t == "DATETIME":

@@ -299,10 +299,13 @@ def create_table(source: Source, ref: TableRef, fields: list[Field] | tuple[Fiel
     """Create (or re-create) table ``ref`` with ``fields``, and its dataset if missing."""
     from google.cloud import bigquery
 
+    # no client-side retry: a refused schema must fail now, not after 10 minutes of retries
+    bq = source.bq
     try:
-        source.bq.create_dataset(f"{ref.project}.{ref.dataset}", exists_ok=True)
-        source.bq.delete_table(str(ref), not_found_ok=True)
-        source.bq.create_table(bigquery.Table(str(ref), schema=[_schema_field(f) for f in fields]))
+        bq.create_dataset(f"{ref.project}.{ref.dataset}", exists_ok=True, retry=None, timeout=60)  # type: ignore[arg-type]
+        bq.delete_table(str(ref), not_found_ok=True, retry=None, timeout=60)  # type: ignore[arg-type]
+        schema = [_schema_field(f) for f in fields]
+        bq.create_table(bigquery.Table(str(ref), schema=schema), retry=None, timeout=60)  # type: ignore[arg-type]
     except Exception as exc:
         raise _translate(exc, f"creating {ref}") from exc
 
