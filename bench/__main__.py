@@ -30,7 +30,7 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bq2pg import binary, ddl, load, normalize, patents
+from bq2pg import binary, ddl, generate, load, normalize, publications
 from bq2pg.encode import Encoder
 from bq2pg.pipeline import write_batches
 from bq2pg.schema import Field, TablePlan, plan_table
@@ -145,9 +145,9 @@ def _encode_all(plan: TablePlan, table: pa.Table, path: Path) -> int:
 
 def copy_paths(url: str, psql: Path, rows: int, rounds: int) -> list[Sample]:
     """The COPY path contenders on the same rows (patents, jsonb mode, no full text)."""
-    fields = [f for f in patents.PUBLICATIONS if f.name not in patents.FULL_TEXT_COLUMNS]
+    fields = [f for f in publications.PUBLICATIONS if f.name not in publications.FULL_TEXT_COLUMNS]
     plan = plan_table(fields, source="bench", schema="bench", name="pubs", nested="jsonb")
-    raw = patents.generate(rows, seed=42).select([f.name for f in fields])
+    raw = generate.generate(rows, seed=42).select([f.name for f in fields])
     table = normalize.split(raw, plan)[plan.name]
     csv_path = Path(tempfile.mkdtemp(prefix="bq2pg-bench-")) / "pubs.csv"
     nbytes = _encode_all(plan, table, csv_path)
@@ -253,7 +253,7 @@ def end_to_end(url: str, rows: int, rounds: int) -> list[Sample]:
         for _ in range(rounds):
             for nested in ("jsonb", "tables"):
                 request = pipeline.CopyRequest(
-                    source=patents.SOURCE_TABLE,
+                    source=publications.SOURCE_TABLE,
                     database_url=url,
                     table="bench_e2e.publications",
                     key=("publication_number",),

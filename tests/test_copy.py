@@ -183,13 +183,13 @@ def test_limit_copies_exactly_that_many_rows(source, dataset, pg_url, pg_schema,
 
 
 def test_many_streams_give_the_same_rows_as_one(source, dataset, pg_url, pg_schema, pg):
-    from bq2pg import patents
+    from bq2pg import generate, publications
     from bq2pg.source import TableRef, create_table, load_arrow
 
     table_id = f"{dataset}.pubs"
-    create_table(source, TableRef.parse(table_id), patents.PUBLICATIONS)
+    create_table(source, TableRef.parse(table_id), publications.PUBLICATIONS)
     # wide enough (> 1 MB of Arrow) for the emulator to split the session into streams
-    load_arrow(source, TableRef.parse(table_id), patents.generate(3000, seed=7))
+    load_arrow(source, TableRef.parse(table_id), generate.generate(3000, seed=7))
     one = copy_table(
         source,
         CopyRequest(source=table_id, database_url=pg_url, table=f"{pg_schema}.one", streams=1,

@@ -18,7 +18,7 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bq2pg import CopyRequest, copy_table, patents
+from bq2pg import CopyRequest, copy_table, publications
 from bq2pg.schema import Field
 from bq2pg.source import Source, TableRef, create_table
 from conftest import patents_file
@@ -26,8 +26,8 @@ from conftest import patents_file
 KEY = "publication_number"
 MAIN = "publications"
 SCHEMAS = {
-    "37": (patents.PUBLICATIONS, slice(0, 15)),
-    "30": (patents.PUBLICATIONS_30, slice(15, 20)),
+    "37": (publications.PUBLICATIONS, slice(0, 15)),
+    "30": (publications.PUBLICATIONS_30, slice(15, 20)),
 }
 ABSENT_IN_30 = (
     "spif_publication_number", "spif_application_number", "claims_localized_html",
@@ -153,7 +153,7 @@ def check_children(pg, schema: str, fields: tuple[Field, ...], rows: list[dict])
 def check_full_text(pg, schema: str, nested: str, rows: list[dict]) -> None:
     """Claims and descriptions byte-identical: SHA-256 and octet length computed in PostgreSQL."""
     checked = 0
-    for col in patents.FULL_TEXT_COLUMNS:
+    for col in publications.FULL_TEXT_COLUMNS:
         if col not in rows[0]:
             continue
         if nested == "jsonb":

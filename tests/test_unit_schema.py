@@ -6,7 +6,7 @@ import pytest
 
 from bq2pg import ddl
 from bq2pg.errors import ConfigError, IdentifierError, TypeMappingError
-from bq2pg.patents import PUBLICATIONS, PUBLICATIONS_30
+from bq2pg.publications import PUBLICATIONS, PUBLICATIONS_30
 from bq2pg.schema import PG_MAX_IDENTIFIER_BYTES, Field, normalize_identifier, plan_table
 
 

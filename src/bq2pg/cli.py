@@ -255,7 +255,7 @@ def schema(
         nested=_nested(nested),
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
-    _, plan, _ = pipeline.plan(src, request)  # type: ignore[arg-type]
+    plan, _, _ = pipeline.plan(src, request)  # type: ignore[arg-type]
     out.print(ddl.render(plan), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import platformdirs
 
-from bq2pg import embedded, emulator, patents, pipeline, source
+from bq2pg import embedded, emulator, generate, pipeline, publications, source
 from bq2pg.config import DEFAULT_STREAMS
 
 log = logging.getLogger(__name__)
@@ -38,11 +38,11 @@ class DemoResult:
 def seed(src: source.Source, rows: int, *, seed: int = 0) -> float:
     """Create the patents table in the emulator and load ``rows`` generated rows; seconds."""
     started = time.perf_counter()
-    ref = source.TableRef.parse(patents.SOURCE_TABLE)
-    source.create_table(src, ref, patents.PUBLICATIONS)
+    ref = source.TableRef.parse(publications.SOURCE_TABLE)
+    source.create_table(src, ref, publications.PUBLICATIONS)
     step = 50_000  # generate and load in slices: bounded memory for big demos
     for start in range(0, rows, step):
-        part = patents.generate(min(step, rows - start), seed=seed + start // step)
+        part = generate.generate(min(step, rows - start), seed=seed + start // step)
         source.load_arrow(src, ref, part)
     return time.perf_counter() - started
 
@@ -70,7 +70,7 @@ def run(
         )
         seed_seconds = seed(src, rows)
         request = pipeline.CopyRequest(
-            source=patents.SOURCE_TABLE,
+            source=publications.SOURCE_TABLE,
             database_url=database_url,
             table=DEMO_TARGET,
             streams=streams,

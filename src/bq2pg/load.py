@@ -241,7 +241,7 @@ def publish_merge(conn: psycopg.Connection, plan: TablePlan) -> int:
 
 
 def _merge_child(conn: psycopg.Connection, plan: TablePlan, child: TablePlan, stage: str) -> None:
-    parent_keys = child.key[:-1]
+    parent_keys = child.parent_key
     child_stage = side_name(child, STAGE_SUFFIX)
     match = sql.SQL(" AND ").join(
         sql.SQL("c.{} = s.{}").format(sql.Identifier(ck), sql.Identifier(pk))

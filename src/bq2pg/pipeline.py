@@ -15,26 +15,28 @@ and libpq release the GIL), encodes each batch column-wise and COPYs it, then pu
 from __future__ import annotations
 
 import logging
-import queue
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from typing import Literal, Protocol
+from functools import partial
+from typing import Protocol
 
 import psycopg
-import pyarrow as pa
+from psycopg import sql
 
 from bq2pg import ddl, load, normalize, predicate, state
 from bq2pg.config import DEFAULT_STREAMS, redact
-from bq2pg.encode import Encoder
 from bq2pg.errors import Bq2pgError, ConfigError
 from bq2pg.schema import Nested, TablePlan, plan_table
+from bq2pg.source import ReadSession, Source, TableRef
+from bq2pg.writer import Budget, Mode, Split, physical, write_batches
 
 __all__ = [
     "CopyRequest",
+    "Job",
     "Mode",
     "Nested",
     "Progress",
@@ -42,23 +44,11 @@ __all__ = [
     "TableResult",
     "copy_table",
     "plan",
+    "run_job",
     "write_batches",
 ]
-from bq2pg.source import ReadSession, Source, TableInfo, TableRef
 
 log = logging.getLogger(__name__)
-
-Mode = Literal["replace", "append", "merge"]
-
-#: Encoded bytes buffered per stream before one COPY transaction. Large enough to amortise
-#: the per-transaction round trips, small enough to keep memory flat (bench/ measures it).
-COPY_CHUNK_BYTES = 32 * 1024 * 1024
-#: Arrow bytes encoded at a time: a 50,000-row message of wide rows is sliced to this size so
-#: that memory stays bounded however wide the rows are.
-ENCODE_SLICE_BYTES = 16 * 1024 * 1024
-#: Encoded chunks waiting per stream for the writer thread: one being encoded, one queued,
-#: one being sent bounds a stream's memory to about 3 x COPY_CHUNK_BYTES.
-CHUNKS_IN_FLIGHT = 1
 
 
 @dataclass(frozen=True)
@@ -144,26 +134,6 @@ class _NoProgress:
         pass
 
 
-class _Budget:
-    """The rows still allowed by ``--limit``, shared by the stream threads."""
-
-    def __init__(self, limit: int | None) -> None:
-        self.left = limit
-        self._lock = threading.Lock()
-
-    def take(self, wanted: int) -> int:
-        if self.left is None:
-            return wanted
-        with self._lock:
-            granted = min(wanted, self.left)
-            self.left -= granted
-            return granted
-
-    @property
-    def exhausted(self) -> bool:
-        return self.left is not None and self.left <= 0
-
-
 def target_name(request: CopyRequest, ref: TableRef) -> tuple[str, str]:
     """(schema, table) of the target: ``--table`` or ``public.<source table>``."""
     if not request.table:
@@ -176,10 +146,36 @@ def target_name(request: CopyRequest, ref: TableRef) -> tuple[str, str]:
     return schema, name
 
 
-def plan(source: Source, request: CopyRequest) -> tuple[TableInfo, TablePlan, list[str]]:
+@dataclass
+class Job:
+    """One read session's worth of work: what to read, the tables to write, how to publish.
+
+    ``copy_table`` builds a job from a :class:`CopyRequest`; ``patents`` builds its own, with
+    its model's tables and splitter, and the same engine runs both.
+    """
+
+    ref: TableRef
+    database_url: str = field(repr=False)
+    plan: TablePlan
+    arguments: dict[str, object]
+    selected: list[str] | None = None
+    where: str | None = None
+    limit: int | None = None
+    streams: int = DEFAULT_STREAMS
+    mode: Mode = "replace"
+    drop: bool = False
+    #: Makes one splitter per stream thread (a splitter may own a DuckDB connection).
+    splitter: Callable[[], Split] | None = None
+    #: Statements run after publishing, such as index builds, each in its own transaction.
+    after: list[sql.Composed] = field(default_factory=list)
+    #: Rows the source holds, for the progress bar (None: ask the read session).
+    total_rows: int | None = None
+
+
+def plan(source: Source, request: CopyRequest) -> tuple[TablePlan, list[str], int | None]:
     """Read the source schema and plan the target tables (no PostgreSQL needed).
 
-    Returns the table info, the plan and the selected source field names.
+    Returns the plan, the selected source field names and the source's row count.
     """
     ref = TableRef.parse(request.source)
     info = source.table(ref)
@@ -200,7 +196,9 @@ def plan(source: Source, request: CopyRequest) -> tuple[TableInfo, TablePlan, li
     table_plan = plan_table(
         fields, source=str(ref), schema=schema, name=name, key=request.key, nested=request.nested
     )
-    return info, table_plan, [f.name for f in fields]
+    if request.where:
+        predicate.validate(request.where, [f.name for f in info.fields])
+    return table_plan, [f.name for f in fields], info.num_rows
 
 
 def copy_table(source: Source, request: CopyRequest, progress: Progress | None = None) -> RunResult:
@@ -211,29 +209,43 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
         SourceError: BigQuery refused or failed.
         TargetError: PostgreSQL refused or failed.
     """
-    progress = progress or _NoProgress()
-    started = time.perf_counter()
-    info, table_plan, selected = plan(source, request)
-    where = (
-        predicate.validate(request.where, [f.name for f in info.fields]) if request.where else None
-    )
     if request.limit is not None and request.limit < 0:
         raise ConfigError("--limit must be 0 or more")
+    table_plan, selected, num_rows = plan(source, request)
+    job = Job(
+        ref=TableRef.parse(request.source),
+        database_url=request.database_url,
+        plan=table_plan,
+        arguments=request.arguments(),
+        selected=selected if request.columns else None,
+        where=request.where.strip() if request.where else None,
+        limit=request.limit,
+        streams=request.streams,
+        mode=request.mode,
+        drop=request.drop,
+        total_rows=None if request.where else num_rows,
+    )
+    return run_job(source, job, progress)
 
-    conn = load.connect(request.database_url)
+
+def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunResult:
+    """Run a :class:`Job`: prepare the targets, read every stream, load, publish, record."""
+    progress = progress or _NoProgress()
+    started = time.perf_counter()
+    conn = load.connect(job.database_url)
     try:
         state.ensure(conn)
         run_id = state.start_run(
             conn,
-            source=str(info.ref),
-            target=table_plan.qualified,
-            mode=request.mode,
-            arguments=request.arguments(),
+            source=str(job.ref),
+            target=job.plan.qualified,
+            mode=job.mode,
+            arguments=job.arguments,
         )
         try:
-            result = _run(source, request, info, table_plan, selected, where, conn, progress)
+            result = _run(source, job, conn, progress)
         except BaseException as exc:
-            _cleanup(conn, request.mode, table_plan)
+            _cleanup(conn, job.mode, job.plan)
             message = redact(str(exc)) if isinstance(exc, Bq2pgError) else redact(repr(exc))
             state.finish_run(
                 conn, run_id, status="failed", rows_read=0, rows_loaded=0, bytes_=0, error=message
@@ -254,35 +266,27 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
         conn.close()
 
 
-def _physical(mode: Mode, table: TablePlan) -> str:
-    """The table that COPY writes to in ``mode``."""
-    if mode == "replace":
-        return load.side_name(table, load.LOAD_SUFFIX)
-    if mode == "merge":
-        return load.side_name(table, load.STAGE_SUFFIX)
-    return table.name
-
-
-def _prepare_targets(conn: psycopg.Connection, request: CopyRequest, plan_: TablePlan) -> None:
+def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
+    plan_ = job.plan
     statements = [ddl.create_schema(plan_.schema)]
     tables = plan_.all_tables()
-    if request.drop:  # replace drops the targets only when publishing; --drop means now
+    if job.drop:  # replace drops the targets only when publishing; --drop means now
         statements += [ddl.drop_table(t.schema, t.name) for t in tables]
-    if request.mode == "replace":
+    if job.mode == "replace":
         for t in tables:
-            side = _physical("replace", t)
+            side = physical("replace", t)
             statements += [ddl.drop_table(t.schema, side), ddl.create_table(t, name=side)]
         load.execute(conn, statements, f"creating the load tables of {plan_.qualified}")
         return
     load.execute(conn, statements, f"preparing {plan_.qualified}")
-    create: list[psycopg.sql.Composed] = []
+    create: list[sql.Composed] = []
     for t in tables:
         if not load.check_compatible(conn, t):
             create.append(ddl.create_table(t))
             if t.key:
                 create.append(ddl.add_primary_key(t))
-        if request.mode == "merge":
-            side = _physical("merge", t)
+        if job.mode == "merge":
+            side = physical("merge", t)
             create += [
                 ddl.drop_table(t.schema, side),
                 ddl.create_table(t, name=side, unlogged=True),
@@ -297,53 +301,42 @@ def _cleanup(conn: psycopg.Connection, mode: Mode, plan_: TablePlan) -> None:
     try:
         load.execute(
             conn,
-            [ddl.drop_table(t.schema, _physical(mode, t)) for t in plan_.all_tables()],
+            [ddl.drop_table(t.schema, physical(mode, t)) for t in plan_.all_tables()],
             "dropping the side tables of a failed run",
         )
     except Bq2pgError as exc:
         log.warning("could not drop the side tables: %s", exc)
 
 
-def _run(
-    source: Source,
-    request: CopyRequest,
-    info: TableInfo,
-    plan_: TablePlan,
-    selected: list[str],
-    where: str | None,
-    conn: psycopg.Connection,
-    progress: Progress,
-) -> RunResult:
-    _prepare_targets(conn, request, plan_)
+def _run(source: Source, job: Job, conn: psycopg.Connection, progress: Progress) -> RunResult:
+    _prepare_targets(conn, job)
     session = source.open_session(
-        info.ref,
-        selected_fields=selected if request.columns else None,
-        row_restriction=where,
-        max_streams=max(1, request.streams),
+        job.ref,
+        selected_fields=job.selected,
+        row_restriction=job.where,
+        max_streams=max(1, job.streams),
     )
-    total = session.estimated_rows if where else (info.num_rows or session.estimated_rows)
-    if request.limit is not None:
-        total = min(total, request.limit) if total is not None else request.limit
+    total = job.total_rows if job.total_rows is not None else session.estimated_rows
+    if job.limit is not None:
+        total = min(total, job.limit) if total is not None else job.limit
     progress.start(total, len(session.streams))
     log.info("read session %s: %d streams", session.name, len(session.streams))
 
-    results = {t.name: TableResult(t.name) for t in plan_.all_tables()}
+    results = {t.name: TableResult(t.name) for t in job.plan.all_tables()}
     lock = threading.Lock()
-    budget = _Budget(request.limit)
+    budget = Budget(job.limit)
 
     def counted(table: str, rows: int, nbytes: int) -> None:
         with lock:
             results[table].rows += rows
             results[table].bytes += nbytes
-        if table == plan_.name:
-            progress.advance(rows, 0)
-        progress.advance(0, nbytes)
+        progress.advance(rows if table == job.plan.name else 0, nbytes)
 
     load_started = time.perf_counter()
     if session.streams and not budget.exhausted:
         with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
             futures = [
-                pool.submit(_load_stream, source, session, s, request, plan_, budget, counted)
+                pool.submit(_load_stream, source, session, s, job, budget, counted)
                 for s in session.streams
             ]
             for f in futures:
@@ -353,15 +346,15 @@ def _run(
         r.seconds = load_seconds
 
     publish_started = time.perf_counter()
-    duplicates = _publish(conn, request, plan_, progress)
+    duplicates = _publish(conn, job, progress)
     publish_seconds = time.perf_counter() - publish_started
     return RunResult(
         run_id=uuid.UUID(int=0),
-        source=str(info.ref),
-        target=plan_.qualified,
-        mode=request.mode,
+        source=str(job.ref),
+        target=job.plan.qualified,
+        mode=job.mode,
         streams=len(session.streams),
-        rows_read=results[plan_.name].rows,
+        rows_read=results[job.plan.name].rows,
         tables=list(results.values()),
         seconds=0.0,
         load_seconds=load_seconds,
@@ -370,23 +363,26 @@ def _run(
     )
 
 
-def _publish(
-    conn: psycopg.Connection, request: CopyRequest, plan_: TablePlan, progress: Progress
-) -> int:
+def _publish(conn: psycopg.Connection, job: Job, progress: Progress) -> int:
+    plan_ = job.plan
     duplicates = 0
-    if request.mode == "replace":
-        keys = [load.primary_key(t, _physical("replace", t)) for t in plan_.all_tables() if t.key]
+    if job.mode == "replace":
+        keys = [load.primary_key(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
         if keys:
             progress.phase(f"building the primary keys of {len(keys)} table(s)")
         load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
         progress.phase("swapping the new tables in")
         load.publish_replace(conn, plan_)
-    elif request.mode == "merge":
+    elif job.mode == "merge":
         progress.phase("merging the staged rows into the targets")
         duplicates = load.publish_merge(conn, plan_)
+    if job.after:
+        progress.phase(f"building {len(job.after)} index(es)")
+        for statement in job.after:
+            load.execute(conn, [statement], f"after loading {plan_.qualified}")
     progress.phase("ANALYZE")
     for t in plan_.all_tables():
-        conn.execute(psycopg.sql.SQL("ANALYZE {}").format(ddl.ident(t.schema, t.name)))
+        conn.execute(sql.SQL("ANALYZE {}").format(ddl.ident(t.schema, t.name)))
     return duplicates
 
 
@@ -394,116 +390,18 @@ def _load_stream(
     source: Source,
     session: ReadSession,
     stream: str,
-    request: CopyRequest,
-    plan_: TablePlan,
-    budget: _Budget,
+    job: Job,
+    budget: Budget,
     counted: Callable[[str, int, int], None],
 ) -> None:
-    """Read one stream to its end (or to the --limit) and COPY it in chunks."""
+    """Read one stream to its end (or to the --limit) and load it."""
+    split = job.splitter() if job.splitter else partial(normalize.split, plan=job.plan)
     write_batches(
-        request.database_url,
-        plan_,
+        job.database_url,
+        job.plan,
         source.read_stream(session, stream),
-        mode=request.mode,
+        mode=job.mode,
+        split=split,
         budget=budget,
         counted=counted,
     )
-
-
-def write_batches(
-    database_url: str,
-    plan_: TablePlan,
-    batches: Iterable[pa.RecordBatch],
-    *,
-    mode: Mode = "append",
-    budget: _Budget | None = None,
-    counted: Callable[[str, int, int], None] | None = None,
-    allow_binary: bool = True,
-) -> None:
-    """The load engine: Arrow batches of the source shape -> PostgreSQL, on one connection.
-
-    Two threads: this one normalizes and encodes; a writer thread COPYs the previous chunk
-    meanwhile, so the client's work overlaps the server's. At most :data:`CHUNKS_IN_FLIGHT`
-    encoded chunks wait between them (bounded memory). Each chunk's rows, parent and children,
-    commit in one transaction. ``mode`` picks the tables written (``_physical``).
-    """
-    budget = budget or _Budget(None)
-    tables = plan_.all_tables()
-    encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
-    chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
-    failed = threading.Event()
-    conn = load.connect(database_url)
-
-    def write() -> None:
-        try:
-            while (chunk := chunks.get()) is not None:
-                parts = [
-                    (t, _physical(mode, t), chunk.payloads[t.name], encoders[t.name].format)
-                    for t in tables
-                ]
-                load.copy_chunk(conn, [p for p in parts if p[2]])
-                for t in tables:
-                    if counted is not None:
-                        nbytes = sum(b.size for b in chunk.payloads[t.name])
-                        counted(t.name, chunk.rows[t.name], nbytes)
-        except BaseException:
-            failed.set()  # the reader stops at its next batch
-            while chunks.get() is not None:  # keep taking, so the reader never blocks
-                pass
-            raise
-
-    with ThreadPoolExecutor(1, thread_name_prefix="bq2pg-copy") as writer_pool:
-        writer = writer_pool.submit(write)
-        try:
-            chunk = _Chunk(tables)
-            for batch in batches:
-                if failed.is_set():
-                    break
-                granted = budget.take(batch.num_rows)
-                if granted < batch.num_rows:
-                    batch = batch.slice(0, granted)
-                for piece in _slices(batch):
-                    parts = normalize.split(pa.Table.from_batches([piece]), plan_)
-                    for t in tables:
-                        chunk.add(
-                            t.name, encoders[t.name].encode(parts[t.name]), parts[t.name].num_rows
-                        )
-                    if chunk.nbytes >= COPY_CHUNK_BYTES:
-                        chunks.put(chunk)
-                        chunk = _Chunk(tables)
-                if budget.exhausted:
-                    break
-            if chunk.nbytes and not failed.is_set():
-                chunks.put(chunk)
-        finally:
-            chunks.put(None)  # the writer takes every item until None, even after a failure
-            try:
-                writer.result()
-            finally:
-                for e in encoders.values():
-                    e.close()
-                conn.close()
-
-
-class _Chunk:
-    """Encoded payloads and row counts per table, committed together in one transaction."""
-
-    def __init__(self, tables: list[TablePlan]) -> None:
-        self.payloads: dict[str, list[pa.Buffer]] = {t.name: [] for t in tables}
-        self.rows = {t.name: 0 for t in tables}
-        self.nbytes = 0
-
-    def add(self, table: str, payload: pa.Buffer, rows: int) -> None:
-        self.payloads[table].append(payload)
-        self.rows[table] += rows
-        self.nbytes += payload.size
-
-
-def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
-    """``batch`` cut into pieces of about :data:`ENCODE_SLICE_BYTES` of Arrow data."""
-    if batch.num_rows == 0:
-        return []
-    size = batch.get_total_buffer_size()
-    pieces = max(1, -(-size // ENCODE_SLICE_BYTES))
-    step = -(-batch.num_rows // pieces)
-    return [batch.slice(i, step) for i in range(0, batch.num_rows, step)]

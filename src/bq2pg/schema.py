@@ -74,7 +74,8 @@ class TablePlan:
     """A PostgreSQL table to create and load.
 
     ``source_field`` is empty for the main table; for a child table it names the REPEATED
-    RECORD of the main table whose elements become its rows.
+    RECORD of the main table whose elements become its rows. ``parent_key`` names a child
+    table's columns holding its parent's key, in the order of the parent's ``key``.
     """
 
     schema: str
@@ -83,6 +84,7 @@ class TablePlan:
     key: tuple[str, ...] = ()
     source_field: str = ""
     children: tuple[TablePlan, ...] = field(default=())
+    parent_key: tuple[str, ...] = ()
 
     @property
     def qualified(self) -> str:
@@ -234,4 +236,5 @@ def _plan_child(f: Field, source: str, schema: str, parent: str, keys: list[Colu
         columns=(*key_cols, ordinal, *element_cols),
         key=(*(c.name for c in key_cols), ORDINAL_COLUMN),
         source_field=f.name,
+        parent_key=tuple(c.name for c in key_cols),
     )

@@ -1,0 +1,175 @@
+"""The load engine: Arrow batches in, rows committed in PostgreSQL out, on one connection.
+
+:func:`write_batches` takes batches shaped like the source, splits them into the plan's tables
+(``normalize.split`` or a job's own splitter), encodes each table column-wise (``encode``) and
+COPYs the chunks (``load.copy_chunk``). Two threads: the caller's normalizes and encodes while a
+writer thread sends the previous chunk, so the client's work overlaps the server's.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Literal
+
+import pyarrow as pa
+
+from bq2pg import load, normalize
+from bq2pg.encode import Encoder
+from bq2pg.schema import TablePlan
+
+Mode = Literal["replace", "append", "merge"]
+#: Turns one source batch into rows of each table of a plan, by table name.
+Split = Callable[[pa.Table], dict[str, pa.Table]]
+#: Rows and encoded bytes committed into one table (called after each commit).
+Counted = Callable[[str, int, int], None]
+
+#: Encoded bytes buffered per stream before one COPY transaction. Large enough to amortise
+#: the per-transaction round trips, small enough to keep memory flat (bench/ measures it).
+COPY_CHUNK_BYTES = 32 * 1024 * 1024
+#: Arrow bytes encoded at a time: a 50,000-row message of wide rows is sliced to this size so
+#: that memory stays bounded however wide the rows are.
+ENCODE_SLICE_BYTES = 16 * 1024 * 1024
+#: Encoded chunks waiting between the encoding thread and the writer thread: with one being
+#: encoded and one being sent, a stream holds about 3 x COPY_CHUNK_BYTES of encoded data.
+CHUNKS_IN_FLIGHT = 1
+
+
+class Budget:
+    """The rows still allowed by ``--limit``, shared by the stream threads."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.left = limit
+        self._lock = threading.Lock()
+
+    def take(self, wanted: int) -> int:
+        """Grant up to ``wanted`` rows."""
+        if self.left is None:
+            return wanted
+        with self._lock:
+            granted = min(wanted, self.left)
+            self.left -= granted
+            return granted
+
+    @property
+    def exhausted(self) -> bool:
+        return self.left is not None and self.left <= 0
+
+
+def physical(mode: Mode, table: TablePlan) -> str:
+    """The table that COPY writes to in ``mode`` (a load, staging or target table)."""
+    if mode == "replace":
+        return load.side_name(table, load.LOAD_SUFFIX)
+    if mode == "merge":
+        return load.side_name(table, load.STAGE_SUFFIX)
+    return table.name
+
+
+class _Chunk:
+    """Encoded payloads and row counts per table, committed together in one transaction."""
+
+    def __init__(self, tables: list[TablePlan]) -> None:
+        self.payloads: dict[str, list[pa.Buffer]] = {t.name: [] for t in tables}
+        self.rows = dict.fromkeys(self.payloads, 0)
+        self.nbytes = 0
+
+    def add(self, table: str, payload: pa.Buffer, rows: int) -> None:
+        self.payloads[table].append(payload)
+        self.rows[table] += rows
+        self.nbytes += payload.size
+
+
+def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
+    """``batch`` cut into pieces of about :data:`ENCODE_SLICE_BYTES` of Arrow data."""
+    if batch.num_rows == 0:
+        return []
+    size = batch.get_total_buffer_size()
+    pieces = max(1, -(-size // ENCODE_SLICE_BYTES))
+    step = -(-batch.num_rows // pieces)
+    return [batch.slice(i, step) for i in range(0, batch.num_rows, step)]
+
+
+def write_batches(
+    database_url: str,
+    plan: TablePlan,
+    batches: Iterable[pa.RecordBatch],
+    *,
+    mode: Mode = "append",
+    split: Split | None = None,
+    budget: Budget | None = None,
+    counted: Counted | None = None,
+    allow_binary: bool = True,
+) -> None:
+    """Load ``batches`` (shaped like the source) into the tables of ``plan``.
+
+    Each chunk's rows, parent and children, commit in one transaction; at most
+    :data:`CHUNKS_IN_FLIGHT` encoded chunks wait for the writer thread (bounded memory).
+
+    Args:
+        database_url: the target PostgreSQL.
+        plan: the tables to write; ``mode`` picks their physical names (:func:`physical`).
+        batches: source batches.
+        split: source batch -> rows per table; ``normalize.split`` by default.
+        budget: shared ``--limit``; reading stops when it is exhausted.
+        counted: told of the rows and bytes of each table after each commit.
+        allow_binary: False forces CSV COPY (benchmarks and tests compare the two).
+    """
+    budget = budget or Budget(None)
+    split = split or partial(normalize.split, plan=plan)
+    tables = plan.all_tables()
+    encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
+    chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
+    failed = threading.Event()
+    conn = load.connect(database_url)
+
+    def write() -> None:
+        try:
+            while (chunk := chunks.get()) is not None:
+                parts = [
+                    (t, physical(mode, t), chunk.payloads[t.name], encoders[t.name].format)
+                    for t in tables
+                ]
+                load.copy_chunk(conn, [p for p in parts if p[2]])
+                if counted is not None:
+                    for t in tables:
+                        nbytes = sum(b.size for b in chunk.payloads[t.name])
+                        counted(t.name, chunk.rows[t.name], nbytes)
+        except BaseException:
+            failed.set()  # the reader stops at its next batch
+            while chunks.get() is not None:  # keep taking, so the reader never blocks
+                pass
+            raise
+
+    with ThreadPoolExecutor(1, thread_name_prefix="bq2pg-copy") as writer_pool:
+        writer = writer_pool.submit(write)
+        try:
+            chunk = _Chunk(tables)
+            for batch in batches:
+                if failed.is_set():
+                    break
+                granted = budget.take(batch.num_rows)
+                if granted < batch.num_rows:
+                    batch = batch.slice(0, granted)
+                for piece in _slices(batch):
+                    parts = split(pa.Table.from_batches([piece]))
+                    for t in tables:
+                        rows = parts[t.name]
+                        chunk.add(t.name, encoders[t.name].encode(rows), rows.num_rows)
+                    if chunk.nbytes >= COPY_CHUNK_BYTES:
+                        chunks.put(chunk)
+                        chunk = _Chunk(tables)
+                if budget.exhausted:
+                    break
+            if chunk.nbytes and not failed.is_set():
+                chunks.put(chunk)
+        finally:
+            chunks.put(None)  # the writer takes every item until None, even after a failure
+            try:
+                writer.result()
+            finally:
+                for e in encoders.values():
+                    e.close()
+                conn.close()
