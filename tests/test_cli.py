@@ -52,7 +52,7 @@ def test_public_api_is_pinned():
 def test_help_lists_every_command():
     result = bq2pg_cmd("--help")
     assert result.returncode == 0
-    for command in ("copy", "schema", "types", "demo", "emulator", "postgres"):
+    for command in ("copy", "patents", "schema", "types", "demo", "emulator", "postgres"):
         assert command in result.stdout
 
 
@@ -135,7 +135,7 @@ def test_demo_runs_end_to_end(pg_url, pg, tmp_path):
         assert "2,000 rows read" in result.stdout
         assert pg.execute("SELECT count(*) FROM patents.publications").fetchone() == (2000,)
         cpc = pg.execute(
-            "SELECT count(*), count(DISTINCT parent_publication_number) FROM patents.publications__cpc"
+            "SELECT count(*), count(DISTINCT publication_number) FROM patents.publication_cpc"
         ).fetchone()
         assert cpc is not None and cpc[0] > cpc[1] > 0
     finally:

@@ -178,7 +178,7 @@ def _summary(result: pipeline.RunResult) -> None:
     out.print(
         f"{result.rows_read:,} rows read in {result.seconds:,.2f} s "
         f"({result.rows_per_second:,.0f} rows/s end to end; load {result.load_seconds:,.2f} s, "
-        f"publish {result.publish_seconds:,.2f} s; {result.bytes / 1e6:,.1f} MB via COPY csv, "
+        f"publish {result.publish_seconds:,.2f} s; {result.bytes / 1e6:,.1f} MB via COPY, "
         f"{result.streams} stream{'s' if result.streams != 1 else ''}); run {result.run_id}"
     )
     if result.duplicates_collapsed:
@@ -235,6 +235,61 @@ def copy(
 
 
 @app.command()
+def patents(
+    to: Annotated[
+        str | None,
+        typer.Option("--to", help="Target PostgreSQL URL [env: BQ2PG_DATABASE_URL]."),
+    ] = None,
+    source: Annotated[
+        str, typer.Option(help="The publications table (or a dated snapshot of it).")
+    ] = "patents-public-data.patents.publications",
+    schema_name: Annotated[str, typer.Option("--schema", help="Target schema.")] = "patents",
+    test: Annotated[bool, typer.Option("--test", help="Load 100 rows.")] = False,
+    limit: Annotated[int | None, typer.Option(help="Load at most N rows.", min=0)] = None,
+    year: Annotated[int | None, typer.Option(help="Publication year.")] = None,
+    recent_days: Annotated[
+        int | None, typer.Option(help="Published within the last N days.", min=0)
+    ] = None,
+    country: Annotated[str | None, typer.Option(help="Country codes, e.g. US,DE.")] = None,
+    kind: Annotated[str | None, typer.Option(help="Kind codes, e.g. B1,B2.")] = None,
+    full_text: Annotated[
+        bool, typer.Option("--full-text", help="Also load claims and descriptions.")
+    ] = False,
+    drop_tables: Annotated[
+        bool, typer.Option("--drop-tables", help="Drop the model's tables first.")
+    ] = False,
+    streams: Annotated[int | None, typer.Option(help="Parallel read streams.", min=1)] = None,
+    project: ProjectOpt = None,
+    bigquery_endpoint: EndpointOpt = None,
+    bigquery_storage_endpoint: StorageEndpointOpt = None,
+) -> None:
+    """Load Google Patents publications into an indexed relational model."""
+    from bq2pg import patents as patents_module
+
+    request = patents_module.PatentsRequest(
+        database_url=_database_url(to),
+        source=source,
+        schema=schema_name,
+        test=test,
+        limit=limit,
+        year=year,
+        recent_days=recent_days,
+        country=_split(country),
+        kind=_split(kind),
+        full_text=full_text,
+        drop_tables=drop_tables,
+        streams=streams or Settings().streams,
+    )
+    src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    progress = _RichProgress(f"patents {source}")
+    try:
+        result = patents_module.run(src, request, progress)  # type: ignore[arg-type]
+    finally:
+        progress.stop()
+    _summary(result)
+
+
+@app.command()
 def schema(
     source: Annotated[str, typer.Argument(help="PROJECT.DATASET.TABLE to describe.")],
     table: TableOpt = None,
@@ -282,9 +337,11 @@ def demo(
         ),
     ] = None,
     streams: Annotated[int | None, typer.Option(help="Parallel read streams.", min=1)] = None,
-    nested: NestedOpt = "tables",
+    full_text: Annotated[
+        bool, typer.Option("--full-text", help="Also load claims and descriptions.")
+    ] = False,
 ) -> None:
-    """Run the whole product locally: emulator, patents data, embedded PostgreSQL, copy."""
+    """Run the whole product locally: emulator, patents data, embedded PostgreSQL, patents model."""
     from bq2pg import demo as demo_module
 
     settings = Settings()
@@ -292,13 +349,13 @@ def demo(
         to or (settings.database_url.get_secret_value() if settings.database_url else None) or None
     )
     err.print(f"Seeding the BigQuery emulator with {rows:,} patents publications…")
-    progress = _RichProgress("copy patents-public-data.patents.publications")
+    progress = _RichProgress("patents patents-public-data.patents.publications")
     try:
         result = demo_module.run(
             rows=rows,
             database_url=url,
             streams=streams or settings.streams,
-            nested=_nested(nested),
+            full_text=full_text,
             progress=progress,
         )
     finally:
@@ -309,8 +366,10 @@ def demo(
         out.print("\nLook at the result:")
         out.print(f"  {result.psql_command}", markup=False, highlight=False, soft_wrap=True)
         out.print(
-            "  e.g. SELECT code, count(*) FROM patents.publications__cpc GROUP BY 1 "
-            "ORDER BY 2 DESC LIMIT 10;"
+            "  e.g. SELECT code, count(*) FROM patents.publication_cpc GROUP BY 1 "
+            "ORDER BY 2 DESC LIMIT 10;",
+            markup=False,
+            soft_wrap=True,
         )
         out.print("Stop the embedded PostgreSQL with: bq2pg postgres stop")
     else:

@@ -2,8 +2,9 @@
 
 Starts the BigQuery emulator, seeds ``patents-public-data.patents.publications`` with
 generated rows in the real 37-column schema (a Parquet load job, as fast as the emulator
-takes them), starts the embedded PostgreSQL unless a server is given, and runs the same copy
-as production: Storage Read API in Arrow, parallel streams, COPY.
+takes them), starts the embedded PostgreSQL unless a server is given, and runs the patents
+pipeline exactly as against production: Storage Read API in Arrow, parallel streams, the
+relational model, COPY, indexes.
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from pathlib import Path
 
 import platformdirs
 
-from bq2pg import embedded, emulator, generate, pipeline, publications, source
+from bq2pg import embedded, emulator, generate, patents, pipeline, publications, source
 from bq2pg.config import DEFAULT_STREAMS
 
 log = logging.getLogger(__name__)
 
 #: Rows the demo seeds by default: enough to show throughput, quick on a laptop.
 DEMO_ROWS = 10_000
-DEMO_TARGET = "patents.publications"
 
 
 @dataclass
@@ -52,7 +52,7 @@ def run(
     rows: int = DEMO_ROWS,
     database_url: str | None = None,
     streams: int = DEFAULT_STREAMS,
-    nested: pipeline.Nested = "tables",
+    full_text: bool = False,
     progress: pipeline.Progress | None = None,
     work_dir: Path | None = None,
 ) -> DemoResult:
@@ -69,14 +69,11 @@ def run(
             storage_endpoint=emu.grpc_endpoint,
         )
         seed_seconds = seed(src, rows)
-        request = pipeline.CopyRequest(
-            source=publications.SOURCE_TABLE,
+        request = patents.PatentsRequest(
             database_url=database_url,
-            table=DEMO_TARGET,
             streams=streams,
-            mode="replace",
-            key=("publication_number",),
-            nested=nested,
+            full_text=full_text,
+            drop_tables=True,
         )
-        result = pipeline.copy_table(src, request, progress)
+        result = patents.run(src, request, progress)
     return DemoResult(result, seed_seconds, database_url, psql)

@@ -205,7 +205,7 @@ class Splitter:
             out = {}
             for t in self.plan.all_tables():
                 result = self.db.execute(self.queries[t.name]).to_arrow_table()
-                out[t.name] = result.rename_columns(t.column_names)
+                out[t.name] = result.select(t.column_names)
             return out
         finally:
             self.db.unregister("src")
