@@ -27,8 +27,8 @@ _NOT_A_PREDICATE = (
 )
 
 
-def validate(where: str, columns: list[str] | None = None) -> str:
-    """Check that ``where`` is one BigQuery boolean expression over known columns.
+def validate(where: str, columns: list[str] | None = None, *, dialect: str = "bigquery") -> str:
+    """Check that ``where`` is one boolean expression (BigQuery by default) over known columns.
 
     Args:
         where: the filter text, as the user wrote it.
@@ -50,10 +50,12 @@ def validate(where: str, columns: list[str] | None = None) -> str:
             f"{ROW_RESTRICTION_MAX_BYTES:,}"
         )
     try:
-        statements = [s for s in sqlglot.parse(text, read="bigquery") if s is not None]
+        statements = [s for s in sqlglot.parse(text, read=dialect) if s is not None]
     except SqlglotError as exc:
         first = str(exc).splitlines()[0]
-        raise FilterError(f"--where {text!r} is not a valid BigQuery expression: {first}") from None
+        raise FilterError(
+            f"--where {text!r} is not a valid {dialect} expression: {first}"
+        ) from None
     if len(statements) != 1:
         raise FilterError(
             f"--where {text!r} holds {len(statements)} statements; give one predicate"
@@ -65,9 +67,7 @@ def validate(where: str, columns: list[str] | None = None) -> str:
             "for example: country_code = 'US' AND publication_date >= 20200101"
         )
     if tree.find(exp.Query) is not None:
-        raise FilterError(
-            f"--where {text!r} contains a subquery; the Storage Read API refuses them"
-        )
+        raise FilterError(f"--where {text!r} contains a subquery; give a plain condition")
     if columns is not None:
         known = {c.lower() for c in columns}
         # the first part of a dotted name (record.field) is the column
@@ -78,3 +78,17 @@ def validate(where: str, columns: list[str] | None = None) -> str:
                 f"--where {text!r} names {', '.join(unknown)}, not a column of the source table"
             )
     return text
+
+
+def to_postgres(where: str, columns: list[str]) -> str:
+    """A user filter over ``columns`` checked as above, then re-rendered by sqlglot.
+
+    Used by ``bq2pg export`` (the only place a user predicate meets PostgreSQL, inside a
+    read-only transaction): what runs is sqlglot's rendering of the parsed tree, so text that
+    does not parse as one condition never reaches the server.
+    """
+    validate(where, columns, dialect="postgres")
+    tree = sqlglot.parse_one(where, read="postgres")
+    if tree.find(exp.Anonymous) is not None:
+        raise FilterError(f"--where {where!r} calls an unknown function; use plain conditions")
+    return tree.sql(dialect="postgres")
