@@ -40,9 +40,11 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 emulator_app = typer.Typer(help="The local BigQuery emulator.", no_args_is_help=True)
+export_app = typer.Typer(help="Export analysis data from a loaded model.", no_args_is_help=True)
 postgres_app = typer.Typer(help="The embedded PostgreSQL server.", no_args_is_help=True)
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(postgres_app, name="postgres")
+app.add_typer(export_app, name="export")
 
 out = Console()
 err = Console(stderr=True)
@@ -374,6 +376,43 @@ def demo(
         out.print("Stop the embedded PostgreSQL with: bq2pg postgres stop")
     else:
         out.print(f"\nLoaded into {redact(result.database_url)}", markup=False)
+
+
+@export_app.command("features")
+def export_features(
+    to: Annotated[Path, typer.Option("--to", help="Output file: FILE.parquet or FILE.csv.")],
+    database: Annotated[
+        str | None,
+        typer.Option(help="PostgreSQL URL holding the patents model [env: BQ2PG_DATABASE_URL]."),
+    ] = None,
+    schema_name: Annotated[str, typer.Option("--schema", help="Schema of the model.")] = "patents",
+    where: Annotated[
+        str | None,
+        typer.Option(help="Condition on publications columns, e.g. \"country_code = 'US'\"."),
+    ] = None,
+) -> None:
+    """One row of ML features per publication (see docs/features.md), streamed to a file."""
+    from bq2pg import features
+
+    bar = Progress(
+        TextColumn("[bold]export features"), _RowsColumn(), TimeElapsedColumn(), console=err,
+        disable=not err.is_terminal,
+    )  # fmt: skip
+    with bar:
+        task = bar.add_task("export", total=None)
+        rows = features.export(
+            _database_url(database),
+            to,
+            schema=schema_name,
+            where=where,
+            progress=lambda n: bar.update(task, advance=n),
+        )
+    out.print(f"{rows:,} publications → {to}", markup=False, highlight=False)
+
+
+class _RowsColumn(ProgressColumn):
+    def render(self, task: Task) -> Text:
+        return Text(f"{int(task.completed):,} rows", "cyan")
 
 
 @emulator_app.command("start")
