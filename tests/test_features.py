@@ -8,12 +8,12 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import patents_file
 
 from bq2pg import features, publications
 from bq2pg.errors import ConfigError, FilterError
 from bq2pg.patents import PatentsRequest, run
 from bq2pg.source import TableRef, create_table
+from conftest import patents_file
 
 
 def date(value: int) -> dt.date | None:
@@ -135,5 +135,5 @@ def test_bad_export_filters_are_refused(pg_url, real_model, tmp_path, where, err
 
 
 def test_the_output_must_be_parquet_or_csv(pg_url, tmp_path):
-    with pytest.raises(ConfigError, match="parquet or .csv"):
+    with pytest.raises(ConfigError, match=r"parquet or \.csv"):
         features.export(pg_url, tmp_path / "x.json")

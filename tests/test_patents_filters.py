@@ -168,3 +168,55 @@ def test_a_table_without_the_patents_columns_is_refused(source, dataset, pg_url,
     table_id = make_table(source, dataset, "other", [Field("id", "INT64")], [])
     with pytest.raises(ConfigError, match="publication_number"):
         run(source, request(pg_url, table_id, pg_schema))
+
+
+def _fields(schema: list[dict]) -> list:
+    from bq2pg import typemap
+    from bq2pg.schema import Field
+
+    return [
+        Field(
+            f["name"],
+            typemap.canonical(f["type"]),
+            f.get("mode", "NULLABLE"),
+            tuple(_fields(f.get("fields", []))),
+        )
+        for f in schema
+    ]
+
+
+def test_cpc_definitions_load_beside_the_model_and_join_to_codes(
+    source, seeded, dataset, pg_url, pg_schema, pg
+):
+    import json
+
+    from conftest import patents_file
+
+    schema = json.loads(patents_file("cpc_definition_schema.json").read_text())
+    rows = [
+        json.loads(line)
+        for line in patents_file("cpc_definition_samples.jsonl").read_text().splitlines()
+    ]
+    cpc_id = f"{dataset}.definition"
+    create_table(source, TableRef.parse(cpc_id), _fields(schema))
+    assert not source.bq.insert_rows_json(cpc_id, rows, retry=None)
+    table_id, _ = seeded
+    result = run(
+        source,
+        request(
+            pg_url, table_id, pg_schema, limit=50, with_cpc_definitions=True, cpc_source=cpc_id
+        ),
+    )
+    assert [t.name for t in result.tables][-1] == "cpc_definitions"
+    got = pg.execute(
+        sql.SQL("SELECT symbol, titlefull, level, parents FROM {} ORDER BY symbol").format(
+            sql.Identifier(pg_schema, "cpc_definitions")
+        )
+    ).fetchall()
+    want = sorted((r["symbol"], r["titleFull"], r["level"], r["parents"]) for r in rows)
+    assert got == want
+    pk = pg.execute(
+        "SELECT count(*) FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+        [f'"{pg_schema}"."cpc_definitions"'],
+    ).fetchone()
+    assert pk == (1,)

@@ -260,6 +260,15 @@ def patents(
     drop_tables: Annotated[
         bool, typer.Option("--drop-tables", help="Drop the model's tables first.")
     ] = False,
+    with_cpc_definitions: Annotated[
+        bool,
+        typer.Option(
+            "--with-cpc-definitions", help="Also load the CPC scheme into cpc_definitions."
+        ),
+    ] = False,
+    cpc_source: Annotated[
+        str, typer.Option(help="The CPC scheme table.")
+    ] = "patents-public-data.cpc.definition",
     streams: Annotated[int | None, typer.Option(help="Parallel read streams.", min=1)] = None,
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
@@ -280,6 +289,8 @@ def patents(
         kind=_split(kind),
         full_text=full_text,
         drop_tables=drop_tables,
+        with_cpc_definitions=with_cpc_definitions,
+        cpc_source=cpc_source,
         streams=streams or Settings().streams,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)

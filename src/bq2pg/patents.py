@@ -22,11 +22,13 @@ from psycopg import sql
 from bq2pg import ddl, load, model, publications
 from bq2pg.config import DEFAULT_STREAMS
 from bq2pg.errors import ConfigError
-from bq2pg.pipeline import Job, Progress, RunResult, run_job
+from bq2pg.pipeline import CopyRequest, Job, Progress, RunResult, copy_table, run_job
 from bq2pg.schema import TablePlan
 from bq2pg.source import Source, TableRef
 from bq2pg.transform import Splitter
 
+#: The CPC scheme: one row per symbol, with its titles (camelCase columns, lower-cased here).
+CPC_SOURCE = "patents-public-data.cpc.definition"
 #: Rows loaded by ``--test``.
 TEST_ROWS = 100
 #: Source columns the model cannot do without (present in every snapshot since 2017).
@@ -51,6 +53,9 @@ class PatentsRequest:
     kind: tuple[str, ...] = ()
     full_text: bool = False
     drop_tables: bool = False
+    #: Also load the CPC scheme (``cpc_source``) into ``cpc_definitions``, keyed by ``symbol``.
+    with_cpc_definitions: bool = False
+    cpc_source: str = CPC_SOURCE
     streams: int = DEFAULT_STREAMS
     #: "today" for --recent-days (tests pin it); the UTC date when None.
     today: dt.date | None = None
@@ -169,4 +174,19 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
         after=indexes(plan.schema),
         total_rows=None if where else info.num_rows,
     )
-    return run_job(source, job, progress)
+    result = run_job(source, job, progress)
+    if request.with_cpc_definitions:
+        cpc = copy_table(
+            source,
+            CopyRequest(
+                source=request.cpc_source,
+                database_url=request.database_url,
+                table=f"{request.schema}.cpc_definitions",
+                key=("symbol",),
+                mode="replace",
+                streams=request.streams,
+            ),
+            progress,
+        )
+        result.tables += cpc.tables
+    return result
