@@ -24,7 +24,10 @@ def model_schema(source, pg_url, tmp_path_factory):
     create_table(source, ref, publications.PUBLICATIONS)
     load_arrow(source, ref, generate.generate(1500, seed=21))
     schema = "queries_model"
-    run(source, PatentsRequest(database_url=pg_url, source=table_id, schema=schema, drop_tables=True))
+    run(
+        source,
+        PatentsRequest(database_url=pg_url, source=table_id, schema=schema, drop_tables=True),
+    )
     yield schema
     with psycopg.connect(pg_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))

@@ -18,7 +18,11 @@ from bq2pg.schema import TablePlan
 
 
 def _date(x: str) -> str:
-    return f"CAST(try_strptime(CAST({x} AS VARCHAR), '%Y%m%d') AS DATE)"
+    """``YYYYMMDD`` -> date; NULL unless exactly 8 digits of a real calendar date."""
+    return (
+        f"CASE WHEN {x} BETWEEN 10000101 AND 99991231 "
+        f"THEN CAST(try_strptime(CAST({x} AS VARCHAR), '%Y%m%d') AS DATE) END"
+    )
 
 
 def _text(x: str) -> str:
@@ -38,14 +42,25 @@ def _distinct_codes(column: str) -> str:
     return f"list_filter({codes}, (c, i) -> c <> '' AND list_position({codes}, c) = i)"
 
 
-def _publications_sql(full_text: bool) -> str:
+#: A numbered claim: a line starting with a number and a dot (Unicode digits and spaces, as
+#: RE2's ``\s`` and ``\d`` are ASCII only and real claims use no-break spaces).
+CLAIM_PATTERN = r"(?m)^[\s\p{Z}]*\p{Nd}+[\s\p{Z}]*\.[\s\p{Z}]"
+
+
+def _publications_sql(full_text: bool, untruncated: frozenset[str]) -> str:
     scalars = [c.name for c in model.model().columns[1:10]]
     claims = (
-        "len(regexp_extract_all(coalesce(_claims.text, ''), '(?m)^\\s*\\d+\\s*\\.\\s'))"
+        f"len(regexp_extract_all(coalesce(_claims.text, ''), '{CLAIM_PATTERN}'))"
         if full_text
         else "NULL"
     )
-    extra = ", ".join(f"{c} := coalesce({c}, [])" for c in model.EXTRA_COLUMNS)
+    extra = ", ".join(
+        # an older snapshot's localized entries have no 'truncated' key: keep them as they were
+        f"{c} := list_transform(coalesce({c}, []), t -> struct_pack(text := t.text, language := t.language))"
+        if c in untruncated
+        else f"{c} := coalesce({c}, [])"
+        for c in model.EXTRA_COLUMNS
+    )
     return f"""
     SELECT
         publication_number,
@@ -124,14 +139,17 @@ def _texts() -> str:
     return " UNION ALL ".join(f"({p})" for p in parts)
 
 
-def queries(full_text: bool) -> dict[str, str]:
-    """The DuckDB query of each model table, by table name."""
+def queries(full_text: bool, untruncated: frozenset[str] = frozenset()) -> dict[str, str]:
+    """The DuckDB query of each model table, by table name.
+
+    ``untruncated`` names the localized columns whose entries lack ``truncated`` in the source.
+    """
     family = (
         f"({_references('parent', 'linked_publication_number', 'parent')}) UNION ALL "
         f"({_references('child', 'linked_publication_number', 'child')})"
     )
     out = {
-        "publications": _publications_sql(full_text),
+        "publications": _publications_sql(full_text, untruncated),
         "publication_cpc": _classification("cpc"),
         "publication_ipc": _classification("ipc"),
         "publication_citations": _references("citation", "cited_publication_number"),
@@ -190,15 +208,29 @@ def _add_missing_fields(column: pa.Array, wanted: pa.DataType) -> pa.Array:
     return pa.ListArray.from_arrays(column.offsets, struct, mask=column.is_null())
 
 
+def _untruncated(schema: pa.Schema) -> frozenset[str]:
+    """The localized columns of ``schema`` whose entries have no ``truncated`` field."""
+    names = set()
+    for f in schema:
+        if f.name.endswith(("_localized", "_localized_html")) and pa.types.is_list(f.type):
+            element = f.type.value_type
+            if pa.types.is_struct(element) and element.get_field_index("truncated") < 0:
+                names.add(f.name)
+    return frozenset(names)
+
+
 class Splitter:
     """Turns source batches into model rows; one per thread (it owns a DuckDB connection)."""
 
     def __init__(self, plan: TablePlan, *, full_text: bool) -> None:
         self.plan = plan
-        self.queries = queries(full_text)
+        self.full_text = full_text
+        self.queries: dict[str, str] | None = None
         self.db = duckdb.connect(config={"threads": 1})
 
     def __call__(self, table: pa.Table) -> dict[str, pa.Table]:
+        if self.queries is None:  # one source table per run: its layout decides once
+            self.queries = queries(self.full_text, _untruncated(table.schema))
         src = conform(table)
         self.db.register("src", src)
         try:
