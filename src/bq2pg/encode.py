@@ -181,6 +181,7 @@ class Encoder:
         self._sql_for: pa.Schema | None = None
         self._rendered: list[str] = []
         self._needs_spatial = False
+        self._spatial_loaded = False
         self._format = "csv"
         self._names: list[str] = []
         self._pg_types: list[str] = []
@@ -188,7 +189,8 @@ class Encoder:
     def _connection(self, needs_spatial: bool) -> duckdb.DuckDBPyConnection:
         if self._db is None:
             self._db = duckdb.connect(config={"threads": 1})
-        if needs_spatial:
+        if needs_spatial and not self._spatial_loaded:
+            self._spatial_loaded = True
             with _spatial_lock:
                 try:
                     self._db.execute("LOAD spatial")
@@ -250,3 +252,4 @@ class Encoder:
         if self._db is not None:
             self._db.close()
             self._db = None
+            self._spatial_loaded = False

@@ -39,8 +39,6 @@ def split(table: pa.Table, plan: TablePlan) -> dict[str, pa.Table]:
 def explode(source: pa.Table, main: pa.Table, plan: TablePlan, child: TablePlan) -> pa.Table:
     """The child-table rows of one REPEATED RECORD column, in source order."""
     lists = _column(source, child.source_field).combine_chunks()
-    if isinstance(lists, pa.ChunkedArray):  # an empty table combines to a chunked array
-        lists = pa.concat_arrays(lists.chunks) if lists.num_chunks else pa.array([], lists.type)
     parents = pc.list_parent_indices(lists)
     elements = pc.list_flatten(lists)
     offsets = lists.offsets.to_numpy(zero_copy_only=False)
