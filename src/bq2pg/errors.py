@@ -11,7 +11,9 @@
     ├── SourceError                 BigQuery refused or failed (terminal: give up)
     │   └── TransientSourceError    BigQuery failed in a way worth retrying (429, 5xx, UNAVAILABLE)
     ├── TargetError                 PostgreSQL refused (terminal: give up)
-    │   └── TransientTargetError    PostgreSQL connection lost, server restarting, disk full
+    │   ├── TransientTargetError    PostgreSQL connection lost, server restarting, disk full
+    │   ├── ConcurrentRunError      another run is loading the same target right now
+    │   └── VerificationError       the loaded rows do not add up to the rows read
     └── EmbeddedError               the embedded PostgreSQL or the emulator could not start
 
 Driver errors are translated once, at the boundary, with ``raise ... from exc``. Messages say
@@ -67,6 +69,18 @@ class TargetError(Bq2pgError):
 
 class TransientTargetError(TargetError):
     """PostgreSQL failed in a way worth retrying (connection lost, restarting, disk full)."""
+
+
+class ConcurrentRunError(TargetError):
+    """Another bq2pg run holds the target's lock (one writer per target)."""
+
+    exit_code = 6
+
+
+class VerificationError(TargetError):
+    """Rows in PostgreSQL differ from the rows the ledger says were committed."""
+
+    exit_code = 7
 
 
 class EmbeddedError(Bq2pgError):

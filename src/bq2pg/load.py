@@ -9,11 +9,14 @@ client encoding so that values are stored the same whatever the server's default
 from __future__ import annotations
 
 import logging
+import os
+import time
 from collections.abc import Iterable
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+from psycopg.types.json import Jsonb
 
 from bq2pg import binary, ddl
 from bq2pg.config import redact
@@ -80,14 +83,26 @@ def execute(conn: psycopg.Connection, statements: Iterable[sql.Composed], what: 
         raise translate(exc, what) from exc
 
 
+#: The ledger row of a chunk: run, stream, start and end offsets, rows per table, bytes.
+LedgerRow = tuple[object, str, int, int, dict[str, int], int]
+
+#: Negative control of the fault-injection suite (RELIABILITY.md invariant 10): with this
+#: variable set, the ledger row is committed in a transaction of its own after the data, the
+#: bug the suite's oracle must catch as duplicated rows. Never set it in production.
+SPLIT_LEDGER_ENV = "BQ2PG_FAULT_SPLIT_LEDGER"
+
+
 def copy_chunk(
-    conn: psycopg.Connection, parts: list[tuple[TablePlan, str, list[pa.Buffer], str]]
+    conn: psycopg.Connection,
+    parts: list[tuple[TablePlan, str, list[pa.Buffer], str]],
+    ledger: LedgerRow | None = None,
 ) -> None:
-    """COPY encoded payloads into their tables, all in one transaction.
+    """COPY encoded payloads into their tables and record the chunk, all in one transaction.
 
     ``parts`` holds ``(plan, physical table name, payloads, format)``; the parent's rows and
-    their child rows commit together.
+    their child rows commit together, with the chunk's ledger row when there is one.
     """
+    split = ledger is not None and bool(os.environ.get(SPLIT_LEDGER_ENV))
     try:
         with conn.transaction(), conn.cursor() as cur:
             for plan, name, payloads, fmt in parts:
@@ -98,9 +113,24 @@ def copy_chunk(
                         copy.write(memoryview(payload))
                     if fmt == "binary":
                         copy.write(binary.TRAILER)
+            if ledger is not None and not split:
+                _record(cur, ledger)
+        if split:
+            time.sleep(0.5)  # widen the window between the two commits, so kills land in it
+            with conn.transaction(), conn.cursor() as cur:
+                _record(cur, ledger)  # type: ignore[arg-type]
     except psycopg.Error as exc:
         names = ", ".join(part[1] for part in parts)
         raise translate(exc, f"COPY into {names}") from exc
+
+
+def _record(cur: psycopg.Cursor, ledger: LedgerRow) -> None:
+    run_id, stream, start, end, rows, nbytes = ledger
+    cur.execute(
+        "INSERT INTO bq2pg.chunks (run_id, stream, start_offset, end_offset, rows, bytes) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
+        [run_id, stream, start, end, Jsonb(rows), nbytes],
+    )
 
 
 def existing_columns(conn: psycopg.Connection, schema: str, name: str) -> dict[str, str] | None:
@@ -159,8 +189,14 @@ def side_name(plan: TablePlan, suffix: str) -> str:
     return normalize_identifier(plan.name + suffix)
 
 
-def publish_replace(conn: psycopg.Connection, plan: TablePlan) -> None:
-    """Swap the freshly loaded tables in place of the targets, in one transaction."""
+def publish_replace(
+    conn: psycopg.Connection, plan: TablePlan, also: Iterable[sql.Composed] = ()
+) -> None:
+    """Swap the freshly loaded tables in place of the targets, in one transaction.
+
+    ``also`` runs in the same transaction (the run's status), so that a publish and its record
+    commit together.
+    """
     statements: list[sql.Composed] = []
     for table in plan.all_tables():
         statements.append(ddl.drop_table(table.schema, table.name))
@@ -179,7 +215,7 @@ def publish_replace(conn: psycopg.Connection, plan: TablePlan) -> None:
                     sql.Identifier(normalize_identifier(table.name + "_pkey")),
                 )
             )
-    execute(conn, statements, f"publishing {plan.qualified}")
+    execute(conn, [*statements, *also], f"publishing {plan.qualified}")
 
 
 def primary_key(table: TablePlan, physical: str) -> sql.Composed:
@@ -191,7 +227,9 @@ def primary_key(table: TablePlan, physical: str) -> sql.Composed:
     )
 
 
-def publish_merge(conn: psycopg.Connection, plan: TablePlan) -> int:
+def publish_merge(
+    conn: psycopg.Connection, plan: TablePlan, also: Iterable[sql.Composed] = ()
+) -> int:
     """Upsert the staged rows into the targets on the key, in one transaction.
 
     Rows sharing a key inside the staged data collapse to one (BigQuery keys are not
@@ -235,6 +273,8 @@ def publish_merge(conn: psycopg.Connection, plan: TablePlan) -> int:
                 _merge_child(conn, plan, child, stage)
             for table in plan.all_tables():
                 conn.execute(ddl.drop_table(table.schema, side_name(table, STAGE_SUFFIX)))
+            for statement in also:
+                conn.execute(statement)
     except psycopg.Error as exc:
         raise translate(exc, f"merging into {plan.qualified}") from exc
     return duplicates

@@ -14,6 +14,8 @@ and libpq release the GIL), encodes each batch column-wise and COPYs it, then pu
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import threading
 import time
@@ -25,14 +27,15 @@ from functools import partial
 from typing import Protocol
 
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from bq2pg import ddl, load, normalize, predicate, state
 from bq2pg.config import DEFAULT_STREAMS, redact
-from bq2pg.errors import Bq2pgError, ConfigError
+from bq2pg.errors import Bq2pgError, ConfigError, VerificationError
 from bq2pg.schema import Nested, TablePlan, plan_table
 from bq2pg.source import ReadSession, Source, TableRef
-from bq2pg.writer import Budget, Mode, Split, physical, write_batches
+from bq2pg.writer import Budget, Ledger, Mode, Split, physical, write_batches
 
 __all__ = [
     "CopyRequest",
@@ -103,6 +106,7 @@ class RunResult:
     load_seconds: float
     publish_seconds: float
     duplicates_collapsed: int = 0
+    resumed: bool = False
 
     @property
     def bytes(self) -> int:
@@ -228,42 +232,82 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
     return run_job(source, job, progress)
 
 
+def fingerprint(job: Job) -> str:
+    """What makes two runs the same job (an interrupted one resumes only into the same job)."""
+    tables = [(t.name, [(c.name, c.pg_type) for c in t.columns]) for t in job.plan.all_tables()]
+    blob = [str(job.ref), job.plan.qualified, job.mode, job.selected, job.where, job.limit, tables]
+    return hashlib.sha256(json.dumps(blob, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Resume:
+    """An interrupted run this run continues: its id, session, and what the ledger holds."""
+
+    run_id: uuid.UUID
+    session: str
+    streams: list[str]
+    schema: bytes
+    offsets: dict[str, int]
+    rows: dict[str, int]
+
+
 def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunResult:
-    """Run a :class:`Job`: prepare the targets, read every stream, load, publish, record."""
+    """Run a :class:`Job`: lock the target, prepare it, read every stream, load, publish.
+
+    Exactly once: each chunk commits with its ledger row; a run interrupted at any moment
+    (``kill -9``, a lost server) is resumed by the next run of the same job, which reads each
+    stream from the first row the ledger does not hold. Publishing commits with the run's
+    status. One run per target at a time (advisory lock).
+    """
     progress = progress or _NoProgress()
     started = time.perf_counter()
     conn = load.connect(job.database_url)
     try:
         state.ensure(conn)
-        run_id = state.start_run(
-            conn,
-            source=str(job.ref),
-            target=job.plan.qualified,
-            mode=job.mode,
-            arguments=job.arguments,
-        )
+        state.lock_target(conn, job.plan.qualified)
+        resume = _find_resume(conn, job)
+        if resume is None:
+            state.abandon_runs(conn, job.plan.qualified)
+            run_id = state.start_run(
+                conn,
+                source=str(job.ref),
+                target=job.plan.qualified,
+                mode=job.mode,
+                arguments=job.arguments,
+                fingerprint=fingerprint(job),
+            )
+        else:
+            run_id = resume.run_id
+            log.warning("resuming interrupted run %s from its ledger", run_id)
         try:
-            result = _run(source, job, conn, progress)
+            result = _run(source, job, conn, progress, run_id, resume)
         except BaseException as exc:
-            _cleanup(conn, job.mode, job.plan)
+            if resume is None and not isinstance(exc, KeyboardInterrupt):
+                _cleanup(conn, job.mode, job.plan)
             message = redact(str(exc)) if isinstance(exc, Bq2pgError) else redact(repr(exc))
             state.finish_run(
                 conn, run_id, status="failed", rows_read=0, rows_loaded=0, bytes_=0, error=message
             )
             raise
         result.run_id = run_id
+        result.resumed = resume is not None
         result.seconds = time.perf_counter() - started
-        state.finish_run(
-            conn,
-            run_id,
-            status="succeeded",
-            rows_read=result.rows_read,
-            rows_loaded=result.tables[0].rows if result.tables else 0,
-            bytes_=result.bytes,
-        )
         return result
     finally:
         conn.close()
+
+
+def _find_resume(conn: psycopg.Connection, job: Job) -> _Resume | None:
+    found = state.interrupted_run(conn, job.plan.qualified, fingerprint(job))
+    if found is None:
+        return None
+    run_id, session, streams, schema = found
+    if job.mode != "append":  # the side tables must have survived
+        for t in job.plan.all_tables():
+            if load.existing_columns(conn, t.schema, physical(job.mode, t)) is None:
+                return None
+    offsets, rows = state.committed(conn, run_id)
+    return _Resume(run_id, session, streams, schema, offsets, rows)
 
 
 def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
@@ -308,23 +352,45 @@ def _cleanup(conn: psycopg.Connection, mode: Mode, plan_: TablePlan) -> None:
         log.warning("could not drop the side tables: %s", exc)
 
 
-def _run(source: Source, job: Job, conn: psycopg.Connection, progress: Progress) -> RunResult:
-    _prepare_targets(conn, job)
-    session = source.open_session(
-        job.ref,
-        selected_fields=job.selected,
-        row_restriction=job.where,
-        max_streams=max(1, job.streams),
-    )
+def _run(
+    source: Source,
+    job: Job,
+    conn: psycopg.Connection,
+    progress: Progress,
+    run_id: uuid.UUID,
+    resume: _Resume | None,
+) -> RunResult:
+    if resume is None:
+        _prepare_targets(conn, job)
+        session = source.open_session(
+            job.ref,
+            selected_fields=job.selected,
+            row_restriction=job.where,
+            max_streams=max(1, job.streams),
+        )
+        schema_bytes = session.arrow_schema.serialize().to_pybytes()
+        state.record_session(conn, run_id, session.name, session.streams, schema_bytes)
+        offsets: dict[str, int] = {}
+        done: dict[str, int] = {}
+    else:
+        session = ReadSession(
+            name=resume.session,
+            streams=resume.streams,
+            arrow_schema=pa.ipc.read_schema(pa.py_buffer(resume.schema)),
+            snapshot_time=None,
+            estimated_rows=None,
+        )
+        offsets, done = resume.offsets, resume.rows
     total = job.total_rows if job.total_rows is not None else session.estimated_rows
     if job.limit is not None:
         total = min(total, job.limit) if total is not None else job.limit
     progress.start(total, len(session.streams))
     log.info("read session %s: %d streams", session.name, len(session.streams))
 
-    results = {t.name: TableResult(t.name) for t in job.plan.all_tables()}
+    results = {t.name: TableResult(t.name, rows=done.get(t.name, 0)) for t in job.plan.all_tables()}
+    progress.advance(done.get(job.plan.name, 0), 0)
     lock = threading.Lock()
-    budget = Budget(job.limit)
+    budget = Budget(None if job.limit is None else job.limit - done.get(job.plan.name, 0))
 
     def counted(table: str, rows: int, nbytes: int) -> None:
         with lock:
@@ -336,7 +402,15 @@ def _run(source: Source, job: Job, conn: psycopg.Connection, progress: Progress)
     if session.streams and not budget.exhausted:
         with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
             futures = [
-                pool.submit(_load_stream, source, session, s, job, budget, counted)
+                pool.submit(
+                    _load_stream,
+                    source,
+                    session,
+                    Ledger(run_id, s, offsets.get(s, 0)),
+                    job,
+                    budget,
+                    counted,
+                )
                 for s in session.streams
             ]
             for f in futures:
@@ -346,15 +420,23 @@ def _run(source: Source, job: Job, conn: psycopg.Connection, progress: Progress)
         r.seconds = load_seconds
 
     publish_started = time.perf_counter()
-    duplicates = _publish(conn, job, progress)
+    rows_read = results[job.plan.name].rows
+    finished = state.finished_sql(
+        run_id,
+        status="succeeded",
+        rows_read=rows_read,
+        rows_loaded=rows_read,
+        bytes_=sum(r.bytes for r in results.values()),
+    )
+    duplicates = _publish(conn, job, progress, run_id, finished)
     publish_seconds = time.perf_counter() - publish_started
     return RunResult(
-        run_id=uuid.UUID(int=0),
+        run_id=run_id,
         source=str(job.ref),
         target=job.plan.qualified,
         mode=job.mode,
         streams=len(session.streams),
-        rows_read=results[job.plan.name].rows,
+        rows_read=rows_read,
         tables=list(results.values()),
         seconds=0.0,
         load_seconds=load_seconds,
@@ -363,19 +445,55 @@ def _run(source: Source, job: Job, conn: psycopg.Connection, progress: Progress)
     )
 
 
-def _publish(conn: psycopg.Connection, job: Job, progress: Progress) -> int:
+def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> None:
+    """The rows in the load or staging tables equal, per table, what the ledger committed.
+
+    Raises:
+        VerificationError: a table holds more or fewer rows than the ledger says.
+    """
+    _, ledger = state.committed(conn, run_id)
+    problems = []
+    for t in job.plan.all_tables():
+        query = sql.SQL("SELECT count(*) FROM {}").format(
+            ddl.ident(t.schema, physical(job.mode, t))
+        )
+        row = conn.execute(query).fetchone()
+        found, wanted = (row[0] if row else 0), ledger.get(t.name, 0)
+        if found != wanted:
+            problems.append(f"{t.name}: {found:,} rows, the ledger committed {wanted:,}")
+    if problems:
+        raise VerificationError(
+            f"verification of {job.plan.qualified} failed, nothing was published: "
+            + "; ".join(problems)
+        )
+
+
+def _publish(
+    conn: psycopg.Connection,
+    job: Job,
+    progress: Progress,
+    run_id: uuid.UUID,
+    finished: sql.Composed,
+) -> int:
+    """Verify, then publish with the run's status in the same transaction; index; ANALYZE."""
     plan_ = job.plan
     duplicates = 0
     if job.mode == "replace":
+        progress.phase("verifying row counts against the ledger")
+        verify(conn, job, run_id)
         keys = [load.primary_key(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
         if keys:
             progress.phase(f"building the primary keys of {len(keys)} table(s)")
         load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
         progress.phase("swapping the new tables in")
-        load.publish_replace(conn, plan_)
+        load.publish_replace(conn, plan_, also=[finished])
     elif job.mode == "merge":
+        progress.phase("verifying row counts against the ledger")
+        verify(conn, job, run_id)
         progress.phase("merging the staged rows into the targets")
-        duplicates = load.publish_merge(conn, plan_)
+        duplicates = load.publish_merge(conn, plan_, also=[finished])
+    else:
+        load.execute(conn, [finished], "recording the run")
     if job.after:
         progress.phase(f"building {len(job.after)} index(es)")
         for statement in job.after:
@@ -389,19 +507,20 @@ def _publish(conn: psycopg.Connection, job: Job, progress: Progress) -> int:
 def _load_stream(
     source: Source,
     session: ReadSession,
-    stream: str,
+    ledger: Ledger,
     job: Job,
     budget: Budget,
     counted: Callable[[str, int, int], None],
 ) -> None:
-    """Read one stream to its end (or to the --limit) and load it."""
+    """Read one stream from its first uncommitted row to its end (or the --limit); load it."""
     split = job.splitter() if job.splitter else partial(normalize.split, plan=job.plan)
     write_batches(
         job.database_url,
         job.plan,
-        source.read_stream(session, stream),
+        source.read_stream(session, ledger.stream, ledger.offset),
         mode=job.mode,
         split=split,
         budget=budget,
         counted=counted,
+        ledger=ledger,
     )

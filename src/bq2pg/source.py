@@ -255,7 +255,8 @@ class Source:
         """Arrow record batches of ``stream`` from row ``offset`` to its end.
 
         A transient error reopens the stream at the first row not yet yielded, with bounded
-        exponential backoff and jitter.
+        exponential backoff and jitter. The emulator ignores ``offset`` (it always starts at
+        row 0), so against it the rows before ``offset`` are read and dropped here.
         """
         position = offset
         for attempt in Retrying(
@@ -266,13 +267,21 @@ class Source:
         ):
             with attempt:
                 try:
-                    for response in self.read.read_rows(stream, offset=position):
+                    start = 0 if self.emulated else position
+                    for response in self.read.read_rows(stream, offset=start):
                         if not response.row_count:
                             continue
                         batch = pa.ipc.read_record_batch(
                             pa.py_buffer(response.arrow_record_batch.serialized_record_batch),
                             session.arrow_schema,
                         )
+                        if start < position:  # rows the server sent again
+                            skip = min(batch.num_rows, position - start)
+                            start += skip
+                            batch = batch.slice(skip)
+                            if batch.num_rows == 0:
+                                continue
+                        start += batch.num_rows
                         position += batch.num_rows
                         yield batch
                 except Exception as exc:

@@ -1,7 +1,10 @@
 """bq2pg's own state in the target database (schema ``bq2pg``).
 
-``runs`` holds one row per run: what was asked, how it went, and how much moved. The state
-lives next to the data so that a run's record commits with the data it describes.
+``runs`` holds one row per run: what was asked, its read session, how it went, how much moved.
+``chunks`` is the ledger: one row per committed chunk (run, stream, source-row offsets, rows
+per table), inserted in the same transaction as the chunk's COPY, so a chunk in the ledger is
+loaded exactly once and a chunk not in it is loaded again. The state lives next to the data so
+that it commits with the data it describes.
 """
 
 from __future__ import annotations
@@ -10,9 +13,10 @@ import datetime as dt
 import uuid
 
 import psycopg
+from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bq2pg.errors import TargetError
+from bq2pg.errors import ConcurrentRunError, TargetError
 from bq2pg.load import translate
 
 STATE_SCHEMA = "bq2pg"
@@ -33,7 +37,23 @@ CREATE TABLE IF NOT EXISTS bq2pg.runs (
     rows_read    bigint,
     rows_loaded  bigint,
     bytes        bigint,
-    error        text
+    error        text,
+    fingerprint  text,
+    session      text,
+    streams      jsonb,
+    arrow_schema bytea
+);
+CREATE INDEX IF NOT EXISTS runs_target_idx ON bq2pg.runs (target, status);
+CREATE TABLE IF NOT EXISTS bq2pg.chunks (
+    run_id        uuid NOT NULL REFERENCES bq2pg.runs ON DELETE CASCADE,
+    stream        text NOT NULL,
+    start_offset  bigint NOT NULL,
+    end_offset    bigint NOT NULL,
+    rows          jsonb NOT NULL,
+    bytes         bigint NOT NULL,
+    committed_at  timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (run_id, stream, start_offset),
+    CHECK (end_offset >= start_offset)
 );
 """
 
@@ -48,20 +68,111 @@ def ensure(conn: psycopg.Connection) -> None:
         raise translate(exc, "creating bq2pg's state tables") from exc
 
 
+def lock_target(conn: psycopg.Connection, target: str) -> None:
+    """Take the target's session-level advisory lock, or raise :class:`ConcurrentRunError`.
+
+    The lock lives as long as the connection: a killed loader's lock goes with its connection.
+    """
+    row = conn.execute(
+        "SELECT pg_try_advisory_lock(hashtextextended(%s, 0))", [f"bq2pg:{target}"]
+    ).fetchone()
+    if not row or not row[0]:
+        raise ConcurrentRunError(
+            f"another bq2pg run is already loading {target}; wait for it to finish "
+            "(one writer per target)"
+        )
+
+
+def interrupted_run(
+    conn: psycopg.Connection, target: str, fingerprint: str
+) -> tuple[uuid.UUID, str, list[str], bytes] | None:
+    """The run of the same job on ``target`` that stopped without finishing, if any.
+
+    Called with the target's lock held, so a run still marked ``running`` is a dead one.
+    Returns its id, read session, streams and the session's serialized Arrow schema.
+    """
+    row = conn.execute(
+        "SELECT run_id, session, streams, arrow_schema FROM bq2pg.runs WHERE target = %s AND "
+        "status = 'running' AND fingerprint = %s AND session IS NOT NULL "
+        "ORDER BY started_at DESC LIMIT 1",
+        [target, fingerprint],
+    ).fetchone()
+    return (row[0], row[1], list(row[2]), bytes(row[3])) if row else None
+
+
+def abandon_runs(conn: psycopg.Connection, target: str) -> None:
+    """Mark the target's dead, unresumable runs as failed."""
+    conn.execute(
+        "UPDATE bq2pg.runs SET status = 'failed', finished_at = now(), error = "
+        "'interrupted; not resumable' WHERE target = %s AND status = 'running'",
+        [target],
+    )
+
+
 def start_run(
-    conn: psycopg.Connection, *, source: str, target: str, mode: str, arguments: dict[str, object]
+    conn: psycopg.Connection,
+    *,
+    source: str,
+    target: str,
+    mode: str,
+    arguments: dict[str, object],
+    fingerprint: str,
 ) -> uuid.UUID:
     """Record a new run as ``running`` and return its id."""
     run_id = uuid.uuid4()
     try:
         conn.execute(
-            "INSERT INTO bq2pg.runs (run_id, source, target, mode, arguments, status, started_at)"
-            " VALUES (%s, %s, %s, %s, %s, 'running', %s)",
-            [run_id, source, target, mode, Jsonb(arguments), dt.datetime.now(dt.UTC)],
+            "INSERT INTO bq2pg.runs (run_id, source, target, mode, arguments, status, started_at,"
+            " fingerprint) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s)",
+            [run_id, source, target, mode, Jsonb(arguments), dt.datetime.now(dt.UTC), fingerprint],
         )
     except psycopg.Error as exc:
         raise translate(exc, "recording the run") from exc
     return run_id
+
+
+def record_session(
+    conn: psycopg.Connection, run_id: uuid.UUID, session: str, streams: list[str], schema: bytes
+) -> None:
+    """Remember the run's read session, so that an interrupted run can resume in it."""
+    conn.execute(
+        "UPDATE bq2pg.runs SET session = %s, streams = %s, arrow_schema = %s WHERE run_id = %s",
+        [session, Jsonb(streams), schema, run_id],
+    )
+
+
+def committed(conn: psycopg.Connection, run_id: uuid.UUID) -> tuple[dict[str, int], dict[str, int]]:
+    """Per stream, the offset up to which the ledger holds the run's rows; per table, its rows."""
+    offsets: dict[str, int] = dict(
+        conn.execute(
+            "SELECT stream, max(end_offset) FROM bq2pg.chunks WHERE run_id = %s GROUP BY stream",
+            [run_id],
+        ).fetchall()
+    )
+    tables: dict[str, int] = dict(
+        conn.execute(
+            "SELECT key, sum(value::bigint) FROM bq2pg.chunks, jsonb_each_text(rows) "
+            "WHERE run_id = %s GROUP BY key",
+            [run_id],
+        ).fetchall()
+    )
+    return {k: int(v) for k, v in offsets.items()}, {k: int(v) for k, v in tables.items()}
+
+
+def finished_sql(
+    run_id: uuid.UUID, *, status: str, rows_read: int, rows_loaded: int, bytes_: int
+) -> sql.Composed:
+    """The statement recording a run's end, to commit with its last data (publishing)."""
+    return sql.SQL(
+        "UPDATE bq2pg.runs SET status = {}, finished_at = now(), rows_read = {}, "
+        "rows_loaded = {}, bytes = {} WHERE run_id = {}"
+    ).format(
+        sql.Literal(status),
+        sql.Literal(rows_read),
+        sql.Literal(rows_loaded),
+        sql.Literal(bytes_),
+        sql.Literal(str(run_id)),
+    )
 
 
 def finish_run(

@@ -8,10 +8,13 @@ writer thread sends the previous chunk, so the client's work overlaps the server
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
+import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import partial
 from typing import Literal
 
@@ -29,7 +32,8 @@ Counted = Callable[[str, int, int], None]
 
 #: Encoded bytes buffered per stream before one COPY transaction. Large enough to amortise
 #: the per-transaction round trips, small enough to keep memory flat (bench/ measures it).
-COPY_CHUNK_BYTES = 32 * 1024 * 1024
+#: ``BQ2PG_COPY_CHUNK_BYTES`` overrides it (the fault-injection tests use small chunks).
+COPY_CHUNK_BYTES = int(os.environ.get("BQ2PG_COPY_CHUNK_BYTES", 32 * 1024 * 1024))
 #: Arrow bytes encoded at a time: a 50,000-row message of wide rows is sliced to this size so
 #: that memory stays bounded however wide the rows are.
 ENCODE_SLICE_BYTES = 16 * 1024 * 1024
@@ -68,13 +72,23 @@ def physical(mode: Mode, table: TablePlan) -> str:
     return table.name
 
 
+@dataclass
+class Ledger:
+    """Where a stream's chunks are recorded: the run, the stream, the first uncommitted row."""
+
+    run_id: uuid.UUID
+    stream: str
+    offset: int = 0
+
+
 class _Chunk:
     """Encoded payloads and row counts per table, committed together in one transaction."""
 
-    def __init__(self, tables: list[TablePlan]) -> None:
+    def __init__(self, tables: list[TablePlan], start: int) -> None:
         self.payloads: dict[str, list[pa.Buffer]] = {t.name: [] for t in tables}
         self.rows = dict.fromkeys(self.payloads, 0)
         self.nbytes = 0
+        self.start = self.end = start  # source-row offsets in the stream
 
     def add(self, table: str, payload: pa.Buffer, rows: int) -> None:
         self.payloads[table].append(payload)
@@ -102,6 +116,7 @@ def write_batches(
     budget: Budget | None = None,
     counted: Counted | None = None,
     allow_binary: bool = True,
+    ledger: Ledger | None = None,
 ) -> None:
     """Load ``batches`` (shaped like the source) into the tables of ``plan``.
 
@@ -116,6 +131,8 @@ def write_batches(
         budget: shared ``--limit``; reading stops when it is exhausted.
         counted: told of the rows and bytes of each table after each commit.
         allow_binary: False forces CSV COPY (benchmarks and tests compare the two).
+        ledger: record each chunk in ``bq2pg.chunks``, in the chunk's own transaction;
+            ``batches`` then start at ``ledger.offset``.
     """
     budget = budget or Budget(None)
     split = split or partial(normalize.split, plan=plan)
@@ -132,7 +149,18 @@ def write_batches(
                     (t, physical(mode, t), chunk.payloads[t.name], encoders[t.name].format)
                     for t in tables
                 ]
-                load.copy_chunk(conn, [p for p in parts if p[2]])
+                entry = None
+                if ledger is not None:
+                    nbytes = sum(b.size for p in chunk.payloads.values() for b in p)
+                    entry = (
+                        ledger.run_id,
+                        ledger.stream,
+                        chunk.start,
+                        chunk.end,
+                        chunk.rows,
+                        nbytes,
+                    )
+                load.copy_chunk(conn, [p for p in parts if p[2]], entry)
                 if counted is not None:
                     for t in tables:
                         nbytes = sum(b.size for b in chunk.payloads[t.name])
@@ -146,7 +174,8 @@ def write_batches(
     with ThreadPoolExecutor(1, thread_name_prefix="bq2pg-copy") as writer_pool:
         writer = writer_pool.submit(write)
         try:
-            chunk = _Chunk(tables)
+            position = ledger.offset if ledger else 0
+            chunk = _Chunk(tables, position)
             for batch in batches:
                 if failed.is_set():
                     break
@@ -158,9 +187,11 @@ def write_batches(
                     for t in tables:
                         rows = parts[t.name]
                         chunk.add(t.name, encoders[t.name].encode(rows), rows.num_rows)
+                    position += piece.num_rows
+                    chunk.end = position
                     if chunk.nbytes >= COPY_CHUNK_BYTES:
                         chunks.put(chunk)
-                        chunk = _Chunk(tables)
+                        chunk = _Chunk(tables, position)
                 if budget.exhausted:
                     break
             if chunk.nbytes and not failed.is_set():
