@@ -101,7 +101,8 @@ def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
     if batch.num_rows == 0:
         return []
     size = batch.get_total_buffer_size()
-    pieces = max(1, -(-size // ENCODE_SLICE_BYTES))
+    # never more than half a chunk per piece: chunks then close at the size they are meant to
+    pieces = max(1, -(-size // min(ENCODE_SLICE_BYTES, COPY_CHUNK_BYTES // 2)))
     step = -(-batch.num_rows // pieces)
     return [batch.slice(i, step) for i in range(0, batch.num_rows, step)]
 
