@@ -48,6 +48,9 @@ app.add_typer(emulator_app, name="emulator")
 app.add_typer(postgres_app, name="postgres")
 app.add_typer(export_app, name="export")
 
+#: Exit code of a run that loaded everything except rows now in bq2pg.dead_letters.
+DEAD_LETTER_EXIT_CODE = 8
+
 out = Console()
 err = Console(stderr=True)
 
@@ -175,6 +178,8 @@ def _run(label: str, job: Callable[[_RichProgress], pipeline.RunResult]) -> None
     finally:
         progress.stop()
     _summary(result)
+    if result.dead_letters:
+        raise typer.Exit(DEAD_LETTER_EXIT_CODE)
 
 
 def _summary(result: pipeline.RunResult) -> None:
@@ -195,6 +200,11 @@ def _summary(result: pipeline.RunResult) -> None:
     )
     if result.duplicates_collapsed:
         out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
+    if result.dead_letters:
+        err.print(
+            f"[yellow]{result.dead_letters:,} row(s) rejected by PostgreSQL are in "
+            f"bq2pg.dead_letters (run {result.run_id}); the other rows loaded"
+        )
 
 
 @app.command()

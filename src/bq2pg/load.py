@@ -37,6 +37,15 @@ LOAD_SUFFIX = "__bq2pg_new"
 STAGE_SUFFIX = "__bq2pg_stage"
 
 
+class RowRejectedError(TargetError):
+    """PostgreSQL rejected a row's data; the writer isolates it (``deadletter``)."""
+
+
+def deadletter_classes(exc: psycopg.Error) -> bool:
+    """True for SQLSTATE classes that name a row's data: 22, 23 and 54."""
+    return (getattr(exc, "sqlstate", None) or "")[:2] in ("22", "23", "54")
+
+
 def translate(exc: psycopg.Error, what: str) -> TargetError:
     """One place where psycopg errors become bq2pg errors (messages are redacted)."""
     state = getattr(exc, "sqlstate", None) or ""
@@ -114,22 +123,25 @@ def copy_chunk(
                     if fmt == "binary":
                         copy.write(binary.TRAILER)
             if ledger is not None and not split:
-                _record(cur, ledger)
+                record(cur, ledger)
         if split:
             time.sleep(0.5)  # widen the window between the two commits, so kills land in it
             with conn.transaction(), conn.cursor() as cur:
-                _record(cur, ledger)  # type: ignore[arg-type]
+                record(cur, ledger)  # type: ignore[arg-type]
     except psycopg.Error as exc:
         names = ", ".join(part[1] for part in parts)
+        if deadletter_classes(exc):
+            raise RowRejectedError(f"COPY into {names}: a row was rejected") from exc
         raise translate(exc, f"COPY into {names}") from exc
 
 
-def _record(cur: psycopg.Cursor, ledger: LedgerRow) -> None:
+def record(cur: psycopg.Cursor | psycopg.Connection, ledger: LedgerRow, dead: int = 0) -> None:
+    """Insert a chunk's ledger row (inside the chunk's transaction)."""
     run_id, stream, start, end, rows, nbytes = ledger
     cur.execute(
-        "INSERT INTO bq2pg.chunks (run_id, stream, start_offset, end_offset, rows, bytes) "
-        "VALUES (%s, %s, %s, %s, %s, %s)",
-        [run_id, stream, start, end, Jsonb(rows), nbytes],
+        "INSERT INTO bq2pg.chunks (run_id, stream, start_offset, end_offset, rows, bytes, "
+        "dead_letters) VALUES (%s, %s, %s, %s, %s, %s, %s)",
+        [run_id, stream, start, end, Jsonb(rows), nbytes, dead],
     )
 
 

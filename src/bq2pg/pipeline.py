@@ -23,19 +23,18 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from functools import partial
 from typing import Protocol
 
 import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg import ddl, load, normalize, predicate, state
+from bq2pg import ddl, load, predicate, state
 from bq2pg.config import DEFAULT_STREAMS, redact
 from bq2pg.errors import Bq2pgError, ConfigError, VerificationError
 from bq2pg.schema import Nested, TablePlan, plan_table
 from bq2pg.source import ReadSession, Source, TableRef
-from bq2pg.writer import Budget, Ledger, Mode, Split, physical, write_batches
+from bq2pg.writer import DEAD_LETTERS, Budget, Ledger, Mode, Split, physical, write_batches
 
 __all__ = [
     "CopyRequest",
@@ -107,6 +106,8 @@ class RunResult:
     publish_seconds: float
     duplicates_collapsed: int = 0
     resumed: bool = False
+    #: Source rows PostgreSQL rejected, kept in ``bq2pg.dead_letters`` (rows_read counts them).
+    dead_letters: int = 0
 
     @property
     def bytes(self) -> int:
@@ -392,11 +393,16 @@ def _run(
     lock = threading.Lock()
     budget = Budget(None if job.limit is None else job.limit - done.get(job.plan.name, 0))
 
+    dead = [done.get(DEAD_LETTERS, 0)]
+
     def counted(table: str, rows: int, nbytes: int) -> None:
         with lock:
-            results[table].rows += rows
-            results[table].bytes += nbytes
-        progress.advance(rows if table == job.plan.name else 0, nbytes)
+            if table == DEAD_LETTERS:
+                dead[0] += rows
+            else:
+                results[table].rows += rows
+                results[table].bytes += nbytes
+        progress.advance(rows if table in (job.plan.name, DEAD_LETTERS) else 0, nbytes)
 
     load_started = time.perf_counter()
     if session.streams and not budget.exhausted:
@@ -420,12 +426,13 @@ def _run(
         r.seconds = load_seconds
 
     publish_started = time.perf_counter()
-    rows_read = results[job.plan.name].rows
+    rows_loaded = results[job.plan.name].rows
+    rows_read = rows_loaded + dead[0]
     finished = state.finished_sql(
         run_id,
         status="succeeded",
         rows_read=rows_read,
-        rows_loaded=rows_read,
+        rows_loaded=rows_loaded,
         bytes_=sum(r.bytes for r in results.values()),
     )
     duplicates = _publish(conn, job, progress, run_id, finished)
@@ -442,6 +449,7 @@ def _run(
         load_seconds=load_seconds,
         publish_seconds=publish_seconds,
         duplicates_collapsed=duplicates,
+        dead_letters=dead[0],
     )
 
 
@@ -513,13 +521,12 @@ def _load_stream(
     counted: Callable[[str, int, int], None],
 ) -> None:
     """Read one stream from its first uncommitted row to its end (or the --limit); load it."""
-    split = job.splitter() if job.splitter else partial(normalize.split, plan=job.plan)
     write_batches(
         job.database_url,
         job.plan,
         source.read_stream(session, ledger.stream, ledger.offset),
         mode=job.mode,
-        split=split,
+        splitter=job.splitter,
         budget=budget,
         counted=counted,
         ledger=ledger,

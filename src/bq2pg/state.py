@@ -51,9 +51,22 @@ CREATE TABLE IF NOT EXISTS bq2pg.chunks (
     end_offset    bigint NOT NULL,
     rows          jsonb NOT NULL,
     bytes         bigint NOT NULL,
+    dead_letters  integer NOT NULL DEFAULT 0,
     committed_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (run_id, stream, start_offset),
     CHECK (end_offset >= start_offset)
+);
+CREATE TABLE IF NOT EXISTS bq2pg.dead_letters (
+    id            bigserial PRIMARY KEY,
+    run_id        uuid REFERENCES bq2pg.runs ON DELETE SET NULL,
+    stream        text,
+    row_offset    bigint,
+    target        text NOT NULL,
+    sqlstate      text,
+    error         text NOT NULL,
+    context       text,
+    raw           text NOT NULL,
+    created_at    timestamptz NOT NULL DEFAULT now()
 );
 """
 
@@ -152,11 +165,13 @@ def committed(conn: psycopg.Connection, run_id: uuid.UUID) -> tuple[dict[str, in
     tables: dict[str, int] = dict(
         conn.execute(
             "SELECT key, sum(value::bigint) FROM bq2pg.chunks, jsonb_each_text(rows) "
-            "WHERE run_id = %s GROUP BY key",
-            [run_id],
+            "WHERE run_id = %s GROUP BY key UNION ALL SELECT 'bq2pg.dead_letters', "
+            "sum(dead_letters) FROM bq2pg.chunks WHERE run_id = %s",
+            [run_id, run_id],
         ).fetchall()
     )
-    return {k: int(v) for k, v in offsets.items()}, {k: int(v) for k, v in tables.items()}
+    counts = {k: int(v) for k, v in tables.items() if v is not None}
+    return {k: int(v) for k, v in offsets.items()}, counts
 
 
 def finished_sql(

@@ -20,7 +20,7 @@ from typing import Literal
 
 import pyarrow as pa
 
-from bq2pg import load, normalize
+from bq2pg import deadletter, load, normalize
 from bq2pg.encode import Encoder
 from bq2pg.schema import TablePlan
 
@@ -29,6 +29,8 @@ Mode = Literal["replace", "append", "merge"]
 Split = Callable[[pa.Table], dict[str, pa.Table]]
 #: Rows and encoded bytes committed into one table (called after each commit).
 Counted = Callable[[str, int, int], None]
+#: The name under which ``counted`` hears of dead-lettered source rows.
+DEAD_LETTERS = "bq2pg.dead_letters"
 
 #: Encoded bytes buffered per stream before one COPY transaction. Large enough to amortise
 #: the per-transaction round trips, small enough to keep memory flat (bench/ measures it).
@@ -89,6 +91,7 @@ class _Chunk:
         self.rows = dict.fromkeys(self.payloads, 0)
         self.nbytes = 0
         self.start = self.end = start  # source-row offsets in the stream
+        self.sources: list[tuple[int, pa.Table]] = []  # kept to isolate rejected rows
 
     def add(self, table: str, payload: pa.Buffer, rows: int) -> None:
         self.payloads[table].append(payload)
@@ -113,7 +116,7 @@ def write_batches(
     batches: Iterable[pa.RecordBatch],
     *,
     mode: Mode = "append",
-    split: Split | None = None,
+    splitter: Callable[[], Split] | None = None,
     budget: Budget | None = None,
     counted: Counted | None = None,
     allow_binary: bool = True,
@@ -128,20 +131,26 @@ def write_batches(
         database_url: the target PostgreSQL.
         plan: the tables to write; ``mode`` picks their physical names (:func:`physical`).
         batches: source batches.
-        split: source batch -> rows per table; ``normalize.split`` by default.
+        splitter: makes a splitter (source batch -> rows per table; ``normalize.split`` by
+            default); one is made per thread.
         budget: shared ``--limit``; reading stops when it is exhausted.
-        counted: told of the rows and bytes of each table after each commit.
+        counted: told of the rows and bytes of each table after each commit; dead-lettered
+            rows are told as the table ``DEAD_LETTERS``.
         allow_binary: False forces CSV COPY (benchmarks and tests compare the two).
         ledger: record each chunk in ``bq2pg.chunks``, in the chunk's own transaction;
             ``batches`` then start at ``ledger.offset``.
     """
     budget = budget or Budget(None)
-    split = split or partial(normalize.split, plan=plan)
+    make_split = splitter or (lambda: partial(normalize.split, plan=plan))
+    split = make_split()
     tables = plan.all_tables()
     encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
     chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
     failed = threading.Event()
     conn = load.connect(database_url)
+    # the writer thread's own splitter and encoders, made only if rows must be isolated
+    isolation: dict[str, Split] = {}
+    isolation_encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
 
     def write() -> None:
         try:
@@ -161,11 +170,29 @@ def write_batches(
                         chunk.rows,
                         nbytes,
                     )
-                load.copy_chunk(conn, [p for p in parts if p[2]], entry)
+                sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
+                rows, dead = chunk.rows, 0
+                try:
+                    load.copy_chunk(conn, [p for p in parts if p[2]], entry)
+                except load.RowRejectedError:
+                    isolation.setdefault("split", make_split())
+                    outcome = deadletter.isolate(
+                        conn,
+                        plan,
+                        lambda t: physical(mode, t),
+                        chunk.sources,
+                        isolation["split"],
+                        isolation_encoders,
+                        entry,
+                        ledger.run_id if ledger else None,
+                        ledger.stream if ledger else "",
+                    )
+                    rows, sizes, dead = outcome.rows, outcome.nbytes, outcome.dead
                 if counted is not None:
                     for t in tables:
-                        nbytes = sum(b.size for b in chunk.payloads[t.name])
-                        counted(t.name, chunk.rows[t.name], nbytes)
+                        counted(t.name, rows[t.name], sizes[t.name])
+                    if dead:
+                        counted(DEAD_LETTERS, dead, 0)
         except BaseException:
             failed.set()  # the reader stops at its next batch
             while chunks.get() is not None:  # keep taking, so the reader never blocks
@@ -184,7 +211,9 @@ def write_batches(
                 if granted < batch.num_rows:
                     batch = batch.slice(0, granted)
                 for piece in _slices(batch):
-                    parts = split(pa.Table.from_batches([piece]))
+                    source_rows = pa.Table.from_batches([piece])
+                    chunk.sources.append((position, source_rows))
+                    parts = split(source_rows)
                     for t in tables:
                         rows = parts[t.name]
                         chunk.add(t.name, encoders[t.name].encode(rows), rows.num_rows)
@@ -202,6 +231,6 @@ def write_batches(
             try:
                 writer.result()
             finally:
-                for e in encoders.values():
+                for e in (*encoders.values(), *isolation_encoders.values()):
                     e.close()
                 conn.close()

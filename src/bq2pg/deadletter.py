@@ -1,0 +1,149 @@
+"""Dead letters: rows PostgreSQL rejects never abort their chunk, and are never lost.
+
+When a chunk's COPY fails on a row's data (NUL in text, invalid UTF-8, NaN or over-deep JSON
+in jsonb, a value out of range, a NULL key …), :func:`isolate` loads the chunk again inside one
+transaction, halving the failing source rows under savepoints until each bad row stands alone;
+every such row goes to ``bq2pg.dead_letters`` with its run, stream, offset, the error (SQLSTATE,
+message, the COPY context naming the column) and the raw row as ASCII JSON. The rest loads, and
+the chunk's ledger row commits in the same transaction, so
+``rows_read = rows_loaded + rows_dead_lettered`` holds exactly, per chunk and per run.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from bq2pg import binary, ddl, load
+from bq2pg.encode import Encoder
+from bq2pg.schema import TablePlan
+
+log = logging.getLogger(__name__)
+
+
+def is_row_error(exc: psycopg.Error) -> bool:
+    """True when PostgreSQL rejected a row's data (SQLSTATE 22 data, 23 integrity, 54 limits)."""
+    return load.deadletter_classes(exc)
+
+
+@dataclass
+class Outcome:
+    """What the isolation loaded and dead-lettered."""
+
+    rows: dict[str, int]
+    nbytes: dict[str, int]
+    dead: int
+
+
+def _json_default(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"base64": base64.b64encode(value).decode()}
+    return str(value)
+
+
+def raw_row(row: pa.Table) -> str:
+    """The source row as ASCII JSON (bytes as base64; never fails on odd values)."""
+    try:
+        values = row.to_pylist()[0]
+    except (UnicodeDecodeError, pa.ArrowException) as exc:  # e.g. invalid UTF-8
+        return json.dumps({"unreadable": str(exc), "columns": row.column_names})
+    return json.dumps(values, default=_json_default, ensure_ascii=True)
+
+
+def isolate(
+    conn: psycopg.Connection,
+    plan: TablePlan,
+    physical: Callable[[TablePlan], str],
+    pieces: list[tuple[int, pa.Table]],
+    split: Callable[[pa.Table], dict[str, pa.Table]],
+    encoders: dict[str, Encoder],
+    ledger: load.LedgerRow | None,
+    run_id: uuid.UUID | None,
+    stream: str,
+) -> Outcome:
+    """Load ``pieces`` (offset, source rows) in one transaction, dead-lettering bad rows."""
+    tables = plan.all_tables()
+    names = [t.name for t in tables]
+    outcome = Outcome(dict.fromkeys(names, 0), dict.fromkeys(names, 0), 0)
+
+    def attempt(offset: int, rows: pa.Table) -> None:
+        parts = split(rows)
+        payloads = {t.name: encoders[t.name].encode(parts[t.name]) for t in tables}
+        try:
+            with conn.transaction(), conn.cursor() as cur:  # a savepoint
+                for t in tables:
+                    if parts[t.name].num_rows == 0:
+                        continue
+                    fmt = encoders[t.name].format
+                    with cur.copy(ddl.copy_from_stdin(t, name=physical(t), format=fmt)) as copy:
+                        if fmt == "binary":
+                            copy.write(binary.SIGNATURE)
+                        copy.write(memoryview(payloads[t.name]))
+                        if fmt == "binary":
+                            copy.write(binary.TRAILER)
+        except psycopg.Error as exc:
+            if not is_row_error(exc):
+                raise
+            if rows.num_rows > 1:
+                half = rows.num_rows // 2
+                attempt(offset, rows.slice(0, half))
+                attempt(offset + half, rows.slice(half))
+                return
+            _dead_letter(conn, run_id, stream, offset, plan, rows, exc)
+            outcome.dead += 1
+            return
+        for t in tables:
+            outcome.rows[t.name] += parts[t.name].num_rows
+            outcome.nbytes[t.name] += payloads[t.name].size
+
+    with conn.transaction():
+        for offset, rows in pieces:
+            attempt(offset, rows)
+        if ledger is not None:
+            run, stream_name, start, end, _, _ = ledger
+            nbytes = sum(outcome.nbytes.values())
+            load.record(conn, (run, stream_name, start, end, outcome.rows, nbytes), outcome.dead)
+    log.warning(
+        "%d row(s) of %s dead-lettered (see bq2pg.dead_letters)", outcome.dead, plan.qualified
+    )
+    return outcome
+
+
+def _dead_letter(
+    conn: psycopg.Connection,
+    run_id: uuid.UUID | None,
+    stream: str,
+    offset: int,
+    plan: TablePlan,
+    row: pa.Table,
+    exc: psycopg.Error,
+) -> None:
+    diag = exc.diag
+    conn.execute(
+        "INSERT INTO bq2pg.dead_letters (run_id, stream, row_offset, target, sqlstate, error, "
+        "context, raw) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [
+            run_id,
+            stream,
+            offset,
+            plan.qualified,
+            exc.sqlstate,
+            diag.message_primary or str(exc),
+            diag.context,
+            raw_row(row),
+        ],
+    )
+
+
+def count_query(run_id: uuid.UUID) -> sql.Composed:
+    return sql.SQL("SELECT count(*) FROM bq2pg.dead_letters WHERE run_id = {}").format(
+        sql.Literal(str(run_id))
+    )
