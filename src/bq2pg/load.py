@@ -135,6 +135,15 @@ def copy_chunk(
         raise translate(exc, f"COPY into {names}") from exc
 
 
+def chunk_committed(conn: psycopg.Connection, run_id: object, stream: str, start: int) -> bool:
+    """True when the ledger holds the chunk of ``stream`` starting at row ``start``."""
+    row = conn.execute(
+        "SELECT 1 FROM bq2pg.chunks WHERE run_id = %s AND stream = %s AND start_offset = %s",
+        [run_id, stream, start],
+    ).fetchone()
+    return row is not None
+
+
 def record(cur: psycopg.Cursor | psycopg.Connection, ledger: LedgerRow, dead: int = 0) -> None:
     """Insert a chunk's ledger row (inside the chunk's transaction)."""
     run_id, stream, start, end, rows, nbytes = ledger

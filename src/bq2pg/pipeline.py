@@ -14,6 +14,7 @@ and libpq release the GIL), encodes each batch column-wise and COPYs it, then pu
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -283,12 +284,13 @@ def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunRe
         try:
             result = _run(source, job, conn, progress, run_id, resume)
         except BaseException as exc:
-            if resume is None and not isinstance(exc, KeyboardInterrupt):
-                _cleanup(conn, job.mode, job.plan)
+            # the side tables and the ledger stay: the next run of this job resumes from them
             message = redact(str(exc)) if isinstance(exc, Bq2pgError) else redact(repr(exc))
-            state.finish_run(
-                conn, run_id, status="failed", rows_read=0, rows_loaded=0, bytes_=0, error=message
-            )
+            with contextlib.suppress(Bq2pgError, psycopg.Error):
+                state.finish_run(
+                    conn, run_id, status="failed", rows_read=0, rows_loaded=0, bytes_=0,
+                    error=message,
+                )  # fmt: skip
             raise
         result.run_id = run_id
         result.resumed = resume is not None
@@ -337,20 +339,6 @@ def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
                 ddl.create_table(t, name=side, unlogged=True),
             ]
     load.execute(conn, create, f"creating {plan_.qualified}")
-
-
-def _cleanup(conn: psycopg.Connection, mode: Mode, plan_: TablePlan) -> None:
-    """Drop the side tables of a failed run (targets are untouched in replace and merge)."""
-    if mode == "append":
-        return
-    try:
-        load.execute(
-            conn,
-            [ddl.drop_table(t.schema, physical(mode, t)) for t in plan_.all_tables()],
-            "dropping the side tables of a failed run",
-        )
-    except Bq2pgError as exc:
-        log.warning("could not drop the side tables: %s", exc)
 
 
 def _run(

@@ -20,6 +20,9 @@ from bq2pg.errors import ConcurrentRunError, TargetError
 from bq2pg.load import translate
 
 STATE_SCHEMA = "bq2pg"
+#: A Storage Read session lives about 6 hours (stream.proto, ReadSession.expire_time); resume
+#: only within it, less a margin for the resumed run's own reads.
+SESSION_LIFETIME_S = 5 * 3600
 #: Advisory-lock key serialising bq2pg's state DDL between concurrent runs ('bq2pg' in ASCII).
 STATE_DDL_LOCK = 0x627132706700
 
@@ -31,7 +34,7 @@ CREATE TABLE IF NOT EXISTS bq2pg.runs (
     target       text NOT NULL,
     mode         text NOT NULL,
     arguments    jsonb NOT NULL,
-    status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
+    status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned')),
     started_at   timestamptz NOT NULL,
     finished_at  timestamptz,
     rows_read    bigint,
@@ -101,23 +104,26 @@ def interrupted_run(
 ) -> tuple[uuid.UUID, str, list[str], bytes] | None:
     """The run of the same job on ``target`` that stopped without finishing, if any.
 
-    Called with the target's lock held, so a run still marked ``running`` is a dead one.
-    Returns its id, read session, streams and the session's serialized Arrow schema.
+    Called with the target's lock held, so a run still marked ``running`` is a dead one; a
+    ``failed`` one resumes too. Only runs younger than a read session's lifetime qualify: an
+    older session has expired, and its offsets mean nothing in a new one.
     """
     row = conn.execute(
         "SELECT run_id, session, streams, arrow_schema FROM bq2pg.runs WHERE target = %s AND "
-        "status = 'running' AND fingerprint = %s AND session IS NOT NULL "
+        "status IN ('running', 'failed') AND fingerprint = %s AND session IS NOT NULL "
+        "AND started_at > now() - make_interval(secs => %s) "
         "ORDER BY started_at DESC LIMIT 1",
-        [target, fingerprint],
+        [target, fingerprint, SESSION_LIFETIME_S],
     ).fetchone()
     return (row[0], row[1], list(row[2]), bytes(row[3])) if row else None
 
 
 def abandon_runs(conn: psycopg.Connection, target: str) -> None:
-    """Mark the target's dead, unresumable runs as failed."""
+    """Mark the target's dead or failed runs as abandoned: a new run starts over."""
     conn.execute(
-        "UPDATE bq2pg.runs SET status = 'failed', finished_at = now(), error = "
-        "'interrupted; not resumable' WHERE target = %s AND status = 'running'",
+        "UPDATE bq2pg.runs SET status = 'abandoned', finished_at = coalesce(finished_at, now()), "
+        "error = coalesce(error, 'interrupted') WHERE target = %s AND status IN "
+        "('running', 'failed')",
         [target],
     )
 

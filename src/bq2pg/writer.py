@@ -8,6 +8,7 @@ writer thread sends the previous chunk, so the client's work overlaps the server
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -19,9 +20,17 @@ from functools import partial
 from typing import Literal
 
 import pyarrow as pa
+from tenacity import (
+    Retrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
 
 from bq2pg import deadletter, load, normalize
 from bq2pg.encode import Encoder
+from bq2pg.errors import TransientTargetError
 from bq2pg.schema import TablePlan
 
 Mode = Literal["replace", "append", "merge"]
@@ -42,6 +51,13 @@ ENCODE_SLICE_BYTES = 16 * 1024 * 1024
 #: Encoded chunks waiting between the encoding thread and the writer thread: with one being
 #: encoded and one being sent, a stream holds about 3 x COPY_CHUNK_BYTES of encoded data.
 CHUNKS_IN_FLIGHT = 1
+#: Attempts and seconds for one chunk when PostgreSQL drops the connection or restarts (a
+#: crash restart with WAL redo takes seconds; a longer outage fails the run, which the next
+#: run resumes from the ledger).
+WRITE_RETRY_ATTEMPTS = 8
+WRITE_RETRY_SECONDS = 120.0
+
+log = logging.getLogger(__name__)
 
 
 class Budget:
@@ -148,6 +164,32 @@ def write_batches(
     chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
     failed = threading.Event()
     conn = load.connect(database_url)
+
+    def commit(chunk: _Chunk, parts: list, entry: load.LedgerRow | None) -> bool:
+        """COPY one chunk, reconnecting after transient errors; False if already committed.
+
+        A connection lost around COMMIT leaves it unknown whether the chunk committed: the
+        ledger says, so the chunk is never loaded twice.
+        """
+        nonlocal conn
+        for attempt in Retrying(
+            retry=retry_if_exception_type(TransientTargetError),
+            stop=stop_after_attempt(WRITE_RETRY_ATTEMPTS) | stop_after_delay(WRITE_RETRY_SECONDS),
+            wait=wait_exponential_jitter(multiplier=0.5, max=10),
+            reraise=True,
+        ):
+            with attempt:
+                if attempt.retry_state.attempt_number > 1:
+                    log.warning("reconnecting to PostgreSQL to retry a chunk")
+                    conn.close()
+                    conn = load.connect(database_url)
+                    if ledger is not None and load.chunk_committed(
+                        conn, ledger.run_id, ledger.stream, chunk.start
+                    ):
+                        return False
+                load.copy_chunk(conn, parts, entry)
+        return True
+
     # the writer thread's own splitter and encoders, made only if rows must be isolated
     isolation: dict[str, Split] = {}
     isolation_encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
@@ -173,7 +215,7 @@ def write_batches(
                 sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
                 rows, dead = chunk.rows, 0
                 try:
-                    load.copy_chunk(conn, [p for p in parts if p[2]], entry)
+                    commit(chunk, [p for p in parts if p[2]], entry)
                 except load.RowRejectedError:
                     isolation.setdefault("split", make_split())
                     outcome = deadletter.isolate(
