@@ -140,3 +140,27 @@ def test_demo_runs_end_to_end(pg_url, pg, tmp_path):
         assert cpc is not None and cpc[0] > cpc[1] > 0
     finally:
         pg.execute("DROP SCHEMA IF EXISTS patents CASCADE")
+
+
+def test_dlq_and_state_commands(source, dataset, emulator_env, pg_url, pg_schema, pg):
+    rows = [{"id": i, "s": f"row {i}"} for i in range(5)]
+    rows[2]["s"] = "CANARY-VALUE\x00"
+    table_id = make_table(source, dataset, "t", [Field("id", "INT64"), Field("s", "STRING")], rows)
+    target = f"{pg_schema}.t"
+    copied = bq2pg_cmd("copy", table_id, "--to", pg_url, "--table", target, env=emulator_env)
+    assert copied.returncode == 8, copied.stderr  # loaded, but a row is in the dead letters
+    assert "bq2pg.dead_letters" in copied.stderr
+    assert "CANARY-VALUE" not in copied.stdout + copied.stderr  # row values never in output
+    listed = bq2pg_cmd("dlq", "list", "--database", pg_url, "--target", target)
+    assert listed.returncode == 0 and target in listed.stdout and "CANARY" not in listed.stdout
+    letter = pg.execute("SELECT id FROM bq2pg.dead_letters WHERE target = %s", [target]).fetchone()
+    shown = bq2pg_cmd("dlq", "show", str(letter[0]), "--database", pg_url)
+    assert shown.returncode == 0 and "CANARY-VALUE" in shown.stdout  # asked for: the raw row
+    runs = bq2pg_cmd("state", "show", target, "--database", pg_url)
+    assert runs.returncode == 0 and "succeeded" in runs.stdout
+    refused = bq2pg_cmd("dlq", "purge", "--database", pg_url, "--target", target)
+    assert refused.returncode == 2 and "--yes" in refused.stderr
+    purged = bq2pg_cmd("dlq", "purge", "--database", pg_url, "--target", target, "--yes")
+    assert purged.returncode == 0 and "1 dead letter(s) deleted" in purged.stdout
+    reset = bq2pg_cmd("state", "reset", target, "--database", pg_url)
+    assert reset.returncode == 0 and "0 unfinished run(s)" in reset.stdout

@@ -42,3 +42,29 @@ def test_database_url_from_the_environment_is_a_secret(monkeypatch):
 def test_streams_default_and_environment(monkeypatch):
     monkeypatch.setenv("BQ2PG_STREAMS", "3")
     assert Settings().streams == 3
+
+
+@pytest.mark.parametrize(
+    ("mode", "refused"), [(0o600, False), (0o400, False), (0o644, True), (0o640, True)]
+)
+def test_key_files_readable_by_others_are_refused(tmp_path, mode, refused):
+    from bq2pg.errors import ConfigError
+    from bq2pg.source import check_key_file
+
+    key = tmp_path / "key.json"
+    key.write_text('{"type": "service_account", "private_key": "CANARY"}')
+    key.chmod(mode)
+    if refused:
+        with pytest.raises(ConfigError, match="chmod 600") as info:
+            check_key_file(str(key))
+        assert "CANARY" not in str(info.value)  # the message names the file, never its content
+    else:
+        check_key_file(str(key))
+
+
+def test_a_missing_key_file_is_a_config_error(tmp_path):
+    from bq2pg.errors import ConfigError
+    from bq2pg.source import check_key_file
+
+    with pytest.raises(ConfigError, match="GOOGLE_APPLICATION_CREDENTIALS"):
+        check_key_file(str(tmp_path / "nope.json"))

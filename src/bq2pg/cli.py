@@ -47,12 +47,107 @@ postgres_app = typer.Typer(help="The embedded PostgreSQL server.", no_args_is_he
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(postgres_app, name="postgres")
 app.add_typer(export_app, name="export")
+dlq_app = typer.Typer(help="Rows PostgreSQL rejected (bq2pg.dead_letters).", no_args_is_help=True)
+state_app = typer.Typer(help="Runs and their ledger (schema bq2pg).", no_args_is_help=True)
+app.add_typer(dlq_app, name="dlq")
+app.add_typer(state_app, name="state")
+DatabaseOpt = Annotated[
+    str | None, typer.Option("--database", help="PostgreSQL URL [env: BQ2PG_DATABASE_URL].")
+]
+
+
+def _table(rows: list[dict], columns: list[str], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else str(r[c]) for c in columns))
+    out.print(table)
+
+
+@dlq_app.command("list")
+def dlq_list(
+    database: DatabaseOpt = None,
+    target: Annotated[str | None, typer.Option(help="SCHEMA.TABLE")] = None,
+    run: Annotated[str | None, typer.Option(help="Run id.")] = None,
+) -> None:
+    """List dead letters (without their rows)."""
+    from bq2pg import deadletter, load
+
+    with load.connect(_database_url(database)) as conn:
+        rows = deadletter.listing(conn, target=target, run_id=run)
+    cols = ["id", "run_id", "target", "row_offset", "sqlstate", "error", "created_at"]
+    _table(rows, cols, f"{len(rows)} dead letter(s)")
+
+
+@dlq_app.command("show")
+def dlq_show(
+    letter_id: Annotated[int, typer.Argument(help="Dead letter id.")], database: DatabaseOpt = None
+) -> None:
+    """Show one dead letter, its error context and its raw row."""
+    from bq2pg import deadletter, load
+
+    with load.connect(_database_url(database)) as conn:
+        row = deadletter.show(conn, letter_id)
+    if row is None:
+        raise ConfigError(f"no dead letter {letter_id}")
+    for key, value in row.items():
+        out.print(f"{key}: {value}", markup=False, highlight=False, soft_wrap=True)
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    database: DatabaseOpt = None,
+    target: Annotated[str | None, typer.Option(help="SCHEMA.TABLE")] = None,
+    run: Annotated[str | None, typer.Option(help="Run id.")] = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do it (dead letters are deleted).")] = False,
+) -> None:
+    """Delete dead letters (of a target or a run, or all)."""
+    from bq2pg import deadletter, load
+
+    if not yes:
+        raise ConfigError("dlq purge deletes rows for good: add --yes")
+    with load.connect(_database_url(database)) as conn:
+        deleted = deadletter.purge(conn, target=target, run_id=run)
+    out.print(f"{deleted:,} dead letter(s) deleted")
+
+
+@state_app.command("show")
+def state_show(
+    target: Annotated[str | None, typer.Argument(help="SCHEMA.TABLE (default: all).")] = None,
+    database: DatabaseOpt = None,
+) -> None:
+    """The latest runs, their status and their ledger."""
+    from bq2pg import load, state
+
+    with load.connect(_database_url(database)) as conn:
+        state.ensure(conn)
+        rows = state.runs(conn, target)
+    cols = ["run_id", "target", "mode", "status", "started_at", "rows_read", "rows_loaded"]
+    _table(rows, [*cols, "dead_letters", "chunks", "error"], "runs")
+
+
+@state_app.command("reset")
+def state_reset(
+    target: Annotated[str, typer.Argument(help="SCHEMA.TABLE")], database: DatabaseOpt = None
+) -> None:
+    """Forget a target's unfinished runs, so that the next run starts over."""
+    from bq2pg import load, state
+
+    with load.connect(_database_url(database)) as conn:
+        state.ensure(conn)
+        count = state.reset(conn, target)
+    out.print(f"{count} unfinished run(s) of {target} forgotten")
+
 
 #: Exit code of a run that loaded everything except rows now in bq2pg.dead_letters.
 DEAD_LETTER_EXIT_CODE = 8
 
-out = Console()
-err = Console(stderr=True)
+#: Width of tables when output goes to a file or a pipe (rich assumes 80 columns there).
+PIPE_WIDTH = 160
+
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
 
 # Options shared by the commands that read BigQuery.
 ProjectOpt = Annotated[
@@ -520,7 +615,9 @@ def _root(
 def main() -> None:
     """Entry point of the ``bq2pg`` script: errors become messages and exit codes."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # a typer.Exit comes back as its code
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except Bq2pgError as exc:
         err.print(Text.assemble(("error: ", "bold red"), redact(str(exc))), highlight=False)
         sys.exit(exc.exit_code)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+from psycopg.rows import dict_row
 
 from bq2pg import binary, ddl, load
 from bq2pg.encode import Encoder
@@ -147,3 +148,38 @@ def count_query(run_id: uuid.UUID) -> sql.Composed:
     return sql.SQL("SELECT count(*) FROM bq2pg.dead_letters WHERE run_id = {}").format(
         sql.Literal(str(run_id))
     )
+
+
+def listing(
+    conn: psycopg.Connection, *, target: str | None = None, run_id: str | None = None
+) -> list[dict]:
+    """Dead letters without their raw rows (which may hold personal data), newest first."""
+    conditions = []
+    if target:
+        conditions.append(sql.SQL("target = {}").format(sql.Literal(target)))
+    if run_id:
+        conditions.append(sql.SQL("run_id = {}").format(sql.Literal(run_id)))
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    query = sql.SQL(
+        "SELECT id, run_id, target, stream, row_offset, sqlstate, error, created_at "
+        "FROM bq2pg.dead_letters {} ORDER BY id DESC LIMIT 1000"
+    ).format(where)
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(query).fetchall())
+
+
+def show(conn: psycopg.Connection, letter_id: int) -> dict | None:
+    """One dead letter with its error context and raw row."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute("SELECT * FROM bq2pg.dead_letters WHERE id = %s", [letter_id]).fetchone()
+
+
+def purge(conn: psycopg.Connection, *, target: str | None = None, run_id: str | None = None) -> int:
+    """Delete dead letters (of ``target`` and/or ``run_id``, or all); the number deleted."""
+    conditions = []
+    if target:
+        conditions.append(sql.SQL("target = {}").format(sql.Literal(target)))
+    if run_id:
+        conditions.append(sql.SQL("run_id = {}").format(sql.Literal(run_id)))
+    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
+    return conn.execute(sql.SQL("DELETE FROM bq2pg.dead_letters {}").format(where)).rowcount

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import os
 import re
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -142,6 +144,26 @@ def _translate(exc: Exception, what: str) -> Exception:
     return exc
 
 
+def check_key_file(path: str | None) -> None:
+    """Refuse a service-account key file that others can read (it must be mode 0600 or 0400).
+
+    Application Default Credentials (``gcloud auth application-default login``, an attached
+    service account, workload identity) need no key file and are preferred.
+    """
+    if not path:
+        return
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as exc:
+        raise ConfigError(f"GOOGLE_APPLICATION_CREDENTIALS names {path}: {exc.strerror}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(
+            f"the key file {path} is readable by others (mode {stat.S_IMODE(mode):o}); "
+            f"run `chmod 600 {path}`, or better use Application Default Credentials"
+        )
+    log.warning("using a service-account key file; Application Default Credentials are safer")
+
+
 class Source:
     """Clients for one BigQuery endpoint (production or an emulator)."""
 
@@ -185,6 +207,7 @@ class Source:
                 )
                 self.read = BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
             else:
+                check_key_file(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
                 self.bq = bigquery.Client(project=project)
                 self.read = BigQueryReadClient()
         except ConfigError:

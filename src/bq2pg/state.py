@@ -14,6 +14,7 @@ import uuid
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from bq2pg.errors import ConcurrentRunError, TargetError
@@ -215,3 +216,30 @@ def finish_run(
         )
     except psycopg.Error as exc:
         raise TargetError(f"recording the end of run {run_id}: {exc}") from exc
+
+
+def runs(conn: psycopg.Connection, target: str | None = None, limit: int = 20) -> list[dict]:
+    """The latest runs (of ``target``), newest first, with their ledger totals."""
+    where = sql.SQL("WHERE r.target = {}").format(sql.Literal(target)) if target else sql.SQL("")
+    query = sql.SQL(
+        "SELECT r.run_id, r.target, r.mode, r.status, r.started_at, r.finished_at, r.rows_read, "
+        "r.rows_loaded, coalesce(sum(c.dead_letters), 0) AS dead_letters, count(c.*) AS chunks, "
+        "r.error FROM bq2pg.runs r LEFT JOIN bq2pg.chunks c USING (run_id) {} "
+        "GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT {}"
+    ).format(where, sql.Literal(limit))
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(query).fetchall())
+
+
+def reset(conn: psycopg.Connection, target: str) -> int:
+    """Forget ``target``'s unfinished runs (the next run starts over); the number forgotten."""
+    with conn.transaction():
+        lock_target(conn, target)
+        cur = conn.execute(
+            "UPDATE bq2pg.runs SET status = 'abandoned', finished_at = coalesce(finished_at, "
+            "now()), error = coalesce(error, 'reset by bq2pg state reset') WHERE target = %s "
+            "AND status IN ('running', 'failed')",
+            [target],
+        )
+        conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"bq2pg:{target}"])
+    return cur.rowcount
