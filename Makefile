@@ -23,7 +23,7 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(PIP) install -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
-.PHONY: help install dev demo test lint format test-fast bench bench-quick clean
+.PHONY: help install dev demo test lint format test-fast bench bench-quick faults clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -41,8 +41,8 @@ test-fast: $(VENV)/.installed-dev ## Only the tests that need no server
 	$(BIN)/python -m pytest -q -m "not slow" tests/test_unit_*.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev ## ruff (lint + format check) and mypy
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench faults
+	$(BIN)/ruff format --check src tests bench faults
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev ## Format the code with ruff
@@ -51,6 +51,9 @@ format: $(VENV)/.installed-dev ## Format the code with ruff
 
 bench: $(VENV)/.installed-dev ## Benchmarks side by side; writes docs/benchmarks.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
+
+faults: $(VENV)/.installed-dev ## Randomised fault injection (kill -9, PostgreSQL restarts); writes docs/faults.md
+	$(BIN)/python -m faults $(FAULTS_ARGS)
 
 bench-quick: $(VENV)/.installed-dev ## A quick benchmark run (about 2 minutes)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)

