@@ -32,7 +32,7 @@ from psycopg import sql
 
 from bq2pg import ddl, load, predicate, state
 from bq2pg.config import DEFAULT_STREAMS, redact
-from bq2pg.errors import Bq2pgError, ConfigError, VerificationError
+from bq2pg.errors import Bq2pgError, ConfigError, TransientTargetError, VerificationError
 from bq2pg.schema import Nested, TablePlan, plan_table
 from bq2pg.source import ReadSession, Source, TableRef
 from bq2pg.writer import DEAD_LETTERS, Budget, Ledger, Mode, Split, physical, write_batches
@@ -52,6 +52,9 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+#: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
+AFTER_PUBLISH_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -490,14 +493,38 @@ def _publish(
         duplicates = load.publish_merge(conn, plan_, also=[finished])
     else:
         load.execute(conn, [finished], "recording the run")
+    # The data and the run's status are committed: what follows improves reading (indexes,
+    # statistics) and must not fail the run (a re-run of an append would load it twice).
+    statements = list(job.after)
+    statements += [
+        sql.SQL("ANALYZE {}").format(ddl.ident(t.schema, t.name)) for t in plan_.all_tables()
+    ]
     if job.after:
         progress.phase(f"building {len(job.after)} index(es)")
-        for statement in job.after:
-            load.execute(conn, [statement], f"after loading {plan_.qualified}")
-    progress.phase("ANALYZE")
-    for t in plan_.all_tables():
-        conn.execute(sql.SQL("ANALYZE {}").format(ddl.ident(t.schema, t.name)))
+    _after_publish(job.database_url, statements, progress)
     return duplicates
+
+
+def _after_publish(database_url: str, statements: list[sql.Composed], progress: Progress) -> None:
+    """Run post-publish statements on a fresh connection, retrying transient errors; warn."""
+    left = list(statements)
+    for attempt in range(1, AFTER_PUBLISH_ATTEMPTS + 1):
+        try:
+            with load.connect(database_url) as conn:
+                while left:
+                    load.execute(conn, [left[0]], "after publishing")
+                    left.pop(0)
+            return
+        except TransientTargetError as exc:
+            log.warning("after publishing (attempt %d): %s", attempt, exc)
+            time.sleep(min(2.0**attempt, 30.0))
+        except Bq2pgError as exc:
+            log.warning("after publishing: %s", exc)
+            left.pop(0)
+    log.warning(
+        "the data is published, but %d index or ANALYZE statement(s) did not run; run them "
+        "later: %s", len(left), "; ".join(s.as_string(None) for s in left)
+    )  # fmt: skip
 
 
 def _load_stream(
