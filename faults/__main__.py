@@ -30,7 +30,7 @@ REPORT = Path(__file__).resolve().parents[1] / "docs" / "faults.md"
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m faults")
-    parser.add_argument("--trials", type=int, default=15, help="trials per scenario")
+    parser.add_argument("--trials", type=int, default=20, help="trials per scenario")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
     rng = random.Random(args.seed)

@@ -322,6 +322,13 @@ def copy(
     key: KeyOpt = None,
     nested: NestedOpt = "jsonb",
     drop: Annotated[bool, typer.Option(help="Drop and recreate the target tables first.")] = False,
+    incremental: Annotated[
+        str | None,
+        typer.Option(help="Read only rows at or above the last run's maximum of COLUMN."),
+    ] = None,
+    lag: Annotated[
+        str | None, typer.Option(help="With --incremental: re-read this far back (2h, 1d, 100).")
+    ] = None,
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
@@ -341,6 +348,8 @@ def copy(
         key=_split(key),
         nested=_nested(nested),
         drop=drop,
+        incremental=incremental,
+        lag=lag,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"copy {source}", lambda progress: pipeline.copy_table(src, request, progress))

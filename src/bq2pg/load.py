@@ -292,10 +292,10 @@ def publish_merge(
             )
             for child in plan.children:
                 _merge_child(conn, plan, child, stage)
+            for statement in also:  # before the staging tables go (watermarks read them)
+                conn.execute(statement)
             for table in plan.all_tables():
                 conn.execute(ddl.drop_table(table.schema, side_name(table, STAGE_SUFFIX)))
-            for statement in also:
-                conn.execute(statement)
     except psycopg.Error as exc:
         raise translate(exc, f"merging into {plan.qualified}") from exc
     return duplicates

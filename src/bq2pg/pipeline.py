@@ -30,7 +30,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg import ddl, load, predicate, state
+from bq2pg import ddl, load, predicate, state, watermark
 from bq2pg.config import DEFAULT_STREAMS, redact
 from bq2pg.errors import Bq2pgError, ConfigError, TransientTargetError, VerificationError
 from bq2pg.schema import Nested, TablePlan, plan_table
@@ -72,6 +72,10 @@ class CopyRequest:
     key: tuple[str, ...] = ()
     nested: Nested = "jsonb"
     drop: bool = False
+    #: Read only rows at or above the last run's maximum of this column (needs merge + key).
+    incremental: str | None = None
+    #: Re-read this much below the watermark for late rows (seconds like 2h, or an amount).
+    lag: str | None = None
 
     def arguments(self) -> dict[str, object]:
         """The request as stored with the run (without the database URL)."""
@@ -179,6 +183,8 @@ class Job:
     after: list[sql.Composed] = field(default_factory=list)
     #: Rows the source holds, for the progress bar (None: ask the read session).
     total_rows: int | None = None
+    #: The column whose staged maximum becomes the target's watermark when publishing.
+    watermark: str | None = None
 
 
 def plan(source: Source, request: CopyRequest) -> tuple[TablePlan, list[str], int | None]:
@@ -221,20 +227,50 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
     if request.limit is not None and request.limit < 0:
         raise ConfigError("--limit must be 0 or more")
     table_plan, selected, num_rows = plan(source, request)
+    where = request.where.strip() if request.where else None
+    column = None
+    if request.incremental:
+        bound, column = _incremental(source, request, table_plan)
+        if bound:
+            where = f"({where}) AND {bound}" if where else bound
     job = Job(
         ref=TableRef.parse(request.source),
         database_url=request.database_url,
         plan=table_plan,
         arguments=request.arguments(),
         selected=selected if request.columns else None,
-        where=request.where.strip() if request.where else None,
+        where=where,
+        watermark=column,
         limit=request.limit,
         streams=request.streams,
         mode=request.mode,
         drop=request.drop,
-        total_rows=None if request.where else num_rows,
+        total_rows=None if where else num_rows,
     )
     return run_job(source, job, progress)
+
+
+def _incremental(
+    source: Source, request: CopyRequest, table_plan: TablePlan
+) -> tuple[str | None, str]:
+    """The watermark filter of an incremental run and the PostgreSQL name of its column."""
+    assert request.incremental
+    if request.mode != "merge" or not request.key:
+        raise ConfigError(
+            "--incremental needs --mode merge and --key: rows at the boundary are read again "
+            "and the merge on the key keeps them once"
+        )
+    by_name = {c.field.name.lower(): c for c in table_plan.columns}
+    column = by_name.get(request.incremental.lower())
+    if column is None:
+        raise ConfigError(f"--incremental {request.incremental!r} is not a copied column")
+    watermark.check(column.field, request.source)
+    lag = watermark.parse_lag(request.lag)
+    with load.connect(request.database_url) as conn:
+        state.ensure(conn)
+        found = state.watermark(conn, table_plan.qualified)
+    value = found[1] if found and found[0] == column.name else None
+    return watermark.restriction(column.field, value, lag), column.name
 
 
 def fingerprint(job: Job) -> str:
@@ -490,7 +526,11 @@ def _publish(
         progress.phase("verifying row counts against the ledger")
         verify(conn, job, run_id)
         progress.phase("merging the staged rows into the targets")
-        duplicates = load.publish_merge(conn, plan_, also=[finished])
+        also = [finished]
+        if job.watermark:  # before the staging tables go, in the same transaction
+            stage = physical("merge", plan_)
+            also.insert(0, watermark.advance(plan_, job.watermark, stage, run_id))
+        duplicates = load.publish_merge(conn, plan_, also=also)
     else:
         load.execute(conn, [finished], "recording the run")
     # The data and the run's status are committed: what follows improves reading (indexes,

@@ -60,6 +60,13 @@ CREATE TABLE IF NOT EXISTS bq2pg.chunks (
     PRIMARY KEY (run_id, stream, start_offset),
     CHECK (end_offset >= start_offset)
 );
+CREATE TABLE IF NOT EXISTS bq2pg.watermarks (
+    target        text PRIMARY KEY,
+    column_name   text NOT NULL,
+    value         text NOT NULL,
+    run_id        uuid,
+    updated_at    timestamptz NOT NULL
+);
 CREATE TABLE IF NOT EXISTS bq2pg.dead_letters (
     id            bigserial PRIMARY KEY,
     run_id        uuid REFERENCES bq2pg.runs ON DELETE SET NULL,
@@ -231,10 +238,19 @@ def runs(conn: psycopg.Connection, target: str | None = None, limit: int = 20) -
         return list(cur.execute(query).fetchall())
 
 
+def watermark(conn: psycopg.Connection, target: str) -> tuple[str, str] | None:
+    """(column, value) of ``target``'s watermark, or None before its first incremental run."""
+    row = conn.execute(
+        "SELECT column_name, value FROM bq2pg.watermarks WHERE target = %s", [target]
+    ).fetchone()
+    return (row[0], row[1]) if row else None
+
+
 def reset(conn: psycopg.Connection, target: str) -> int:
-    """Forget ``target``'s unfinished runs (the next run starts over); the number forgotten."""
+    """Forget ``target``'s unfinished runs and its watermark (the next run starts over)."""
     with conn.transaction():
         lock_target(conn, target)
+        conn.execute("DELETE FROM bq2pg.watermarks WHERE target = %s", [target])
         cur = conn.execute(
             "UPDATE bq2pg.runs SET status = 'abandoned', finished_at = coalesce(finished_at, "
             "now()), error = coalesce(error, 'reset by bq2pg state reset') WHERE target = %s "
