@@ -164,3 +164,31 @@ def test_dlq_and_state_commands(source, dataset, emulator_env, pg_url, pg_schema
     assert purged.returncode == 0 and "1 dead letter(s) deleted" in purged.stdout
     reset = bq2pg_cmd("state", "reset", target, "--database", pg_url)
     assert reset.returncode == 0 and "0 unfinished run(s)" in reset.stdout
+
+
+def test_verify_rechecks_counts_and_catches_a_deleted_row(
+    source, dataset, emulator_env, pg_url, pg_schema, pg
+):
+    fields = [Field("id", "INT64"), Field("r", "RECORD", "REPEATED", (Field("x", "STRING"),))]
+    rows = [{"id": i, "r": [{"x": "a"}, {"x": "b"}]} for i in range(6)]
+    table_id = make_table(source, dataset, "t", fields, rows)
+    target = f"{pg_schema}.t"
+    args = [
+        "copy",
+        table_id,
+        "--to",
+        pg_url,
+        "--table",
+        target,
+        "--key",
+        "id",
+        "--nested",
+        "tables",
+    ]
+    assert bq2pg_cmd(*args, env=emulator_env).returncode == 0
+    ok = bq2pg_cmd("verify", target, "--database", pg_url)
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.count(" ok ") == 2  # t and t__r
+    pg.execute(f'DELETE FROM "{pg_schema}"."t__r" WHERE parent_id = 0 AND ordinal = 2')
+    bad = bq2pg_cmd("verify", target, "--database", pg_url)
+    assert bad.returncode == 7 and "MISMATCH" in bad.stdout

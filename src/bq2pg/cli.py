@@ -32,7 +32,7 @@ from rich.text import Text
 
 from bq2pg import __version__, ddl, pipeline, typemap
 from bq2pg.config import Settings, redact
-from bq2pg.errors import Bq2pgError, ConfigError
+from bq2pg.errors import Bq2pgError, ConfigError, VerificationError
 from bq2pg.source import Source
 
 app = typer.Typer(
@@ -125,6 +125,27 @@ def state_show(
         rows = state.runs(conn, target)
     cols = ["run_id", "target", "mode", "status", "started_at", "rows_read", "rows_loaded"]
     _table(rows, [*cols, "dead_letters", "chunks", "error"], "runs")
+    if target:
+        with load.connect(_database_url(database)) as conn:
+            mark = state.watermark(conn, target)
+        if mark:
+            out.print(f"watermark: {mark[0]} >= {mark[1]}", markup=False, highlight=False)
+
+
+@app.command()
+def verify(
+    target: Annotated[str, typer.Argument(help="SCHEMA.TABLE loaded by bq2pg.")],
+    database: DatabaseOpt = None,
+) -> None:
+    """Re-check a loaded table's row counts against the ledger of the runs that wrote it."""
+    from bq2pg import load, state
+
+    with load.connect(_database_url(database)) as conn:
+        state.ensure(conn)
+        report = state.verify_target(conn, target)
+    _table(report, ["table", "ledger", "rows", "status"], f"verify {target}")
+    if any(r["status"] == "MISMATCH" for r in report):
+        raise VerificationError(f"{target} does not hold the rows its runs committed")
 
 
 @state_app.command("reset")

@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -29,6 +30,16 @@ log = logging.getLogger(__name__)
 SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres"
 #: Seconds to wait for a connection; a black-holed server must not hang a run forever.
 CONNECT_TIMEOUT_S = 15
+#: TCP keepalives and a user timeout, so that a peer that vanished (not one a middlebox keeps
+#: ACKing) breaks the connection within about a minute instead of hanging a run; a URL's own
+#: settings win. Ignored on Unix sockets.
+KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 60_000,
+}
 #: SQLSTATE classes worth a retry: connection exceptions, insufficient resources (disk full),
 #: operator intervention (server shutting down or starting).
 TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
@@ -68,6 +79,7 @@ def connect(url: str) -> psycopg.Connection:
             client_encoding="UTF8",
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name="bq2pg",
+            **{k: v for k, v in KEEPALIVES.items() if f"{k}=" not in url},
         )
     except psycopg.Error as exc:
         raise translate(exc, "connecting to PostgreSQL") from None

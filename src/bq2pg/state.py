@@ -259,3 +259,45 @@ def reset(conn: psycopg.Connection, target: str) -> int:
         )
         conn.execute("SELECT pg_advisory_unlock(hashtextextended(%s, 0))", [f"bq2pg:{target}"])
     return cur.rowcount
+
+
+def verify_target(conn: psycopg.Connection, target: str) -> list[dict]:
+    """Row counts of ``target``'s tables against the ledger of the runs that wrote them.
+
+    A replaced table must hold exactly its last run's rows; an appended one the rows of every
+    run since the last replace. Merged tables cannot be checked by counting (upserts) and are
+    reported as such.
+    """
+    history = conn.execute(
+        "SELECT run_id, mode FROM bq2pg.runs WHERE target = %s AND status = 'succeeded' "
+        "ORDER BY started_at DESC",
+        [target],
+    ).fetchall()
+    if not history:
+        raise TargetError(f"no finished run has loaded {target}")
+    runs_since: list[uuid.UUID] = []
+    for run_id, mode in history:
+        if mode == "merge":
+            return [{"table": target, "status": "merged: counts cannot prove it"}]
+        runs_since.append(run_id)
+        if mode == "replace":
+            break
+    ledger: dict[str, int] = dict(
+        conn.execute(
+            "SELECT key, sum(value::bigint) FROM bq2pg.chunks, jsonb_each_text(rows) "
+            "WHERE run_id = ANY(%s) GROUP BY key",
+            [runs_since],
+        ).fetchall()
+    )
+    schema = target.split(".", 1)[0]
+    report = []
+    for table, wanted in sorted(ledger.items()):
+        row = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
+        ).fetchone()
+        found = int(row[0]) if row else 0
+        report.append(
+            {"table": f"{schema}.{table}", "ledger": int(wanted), "rows": found,
+             "status": "ok" if found == int(wanted) else "MISMATCH"}
+        )  # fmt: skip
+    return report
