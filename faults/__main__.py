@@ -2,8 +2,9 @@
 
 ``python -m faults [--trials N] [--seed S]`` starts its own embedded PostgreSQL and emulator,
 seeds generated publications, then runs N trials of each scenario with random kill moments
-(``kill -9`` of the loader up to 3 times per trial; PostgreSQL crash-restart once per trial),
-plus the negative control, and writes one row per scenario (RELIABILITY.md c.4).
+(``kill -9`` of the loader up to 3 times per trial; PostgreSQL crash-restart once; TCP resets
+up to 3 times and a black hole once, through a proxy), plus the negative control, and writes
+one row per scenario (RELIABILITY.md c.4).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ REPORT = Path(__file__).resolve().parents[1] / "docs" / "faults.md"
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m faults")
-    parser.add_argument("--trials", type=int, default=20, help="trials per scenario")
+    parser.add_argument("--trials", type=int, default=13, help="trials per scenario")
     parser.add_argument("--seed", type=int, default=int(time.time()))
     args = parser.parse_args()
     rng = random.Random(args.seed)
@@ -56,12 +57,22 @@ def main() -> None:
                 zip(rows.column("publication_number").to_pylist(), lengths, strict=True)
             )
             for n in range(args.trials):
-                for scenario in ("kill", "restart"):
+                for scenario in ("kill", "restart", "reset", "blackhole"):
                     schema = f"f_{uuid.uuid4().hex[:10]}"
                     if scenario == "kill":
                         trial = harness.kill_trial(emu, url, table_id, expected, schema, rng)
-                    else:
+                    elif scenario == "restart":
                         trial = harness.restart_trial(emu, url, table_id, expected, schema, rng)
+                    else:
+                        trial = harness.network_trial(
+                            emu,
+                            url,
+                            table_id,
+                            expected,
+                            schema,
+                            rng,
+                            blackhole=scenario == "blackhole",
+                        )
                     trials.append(trial)
                     o = trial.oracle
                     print(f"trial {n + 1} {trial.scenario}: faults {trial.faults}, lost {o.lost}, "

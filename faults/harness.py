@@ -214,3 +214,59 @@ def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
         result = oracle(pg, schema, expected)
     return Trial("PostgreSQL crash-restart", int(mid_load), result, [], False,
                  time.monotonic() - started)  # fmt: skip
+
+
+def _via(proxy_port: int, pg_url: str) -> str:
+    """``pg_url``'s database and user, reached over TCP through the fault proxy."""
+    return f"postgresql://postgres@127.0.0.1:{proxy_port}/postgres"
+
+
+def _socket_path(pg_url: str) -> str:
+    import re
+
+    host = re.search(r"host=([^&]+)", pg_url)
+    if not host:
+        raise RuntimeError("the proxy scenarios need the embedded server's Unix socket")
+    return str(Path(host.group(1)) / ".s.PGSQL.5432")
+
+
+def network_trial(emu, pg_url, table_id, expected, schema, rng, *, blackhole: bool) -> Trial:
+    """Reset (RST) or black-hole the loader's connections mid-load through a TCP proxy."""
+    from faults.proxy import FaultProxy
+
+    target = f"{schema}.pubs"
+    started = time.monotonic()
+    proxy = FaultProxy(_socket_path(pg_url))
+    url = _via(proxy.port, pg_url)
+    env = {"BQ2PG_WRITE_TIMEOUT_S": "3"}
+    faults, hung = 0, False
+    try:
+        with psycopg.connect(pg_url, autocommit=True) as pg:
+            proc = loader(emu, url, table_id, target, **env)
+            for _ in range(1 if blackhole else 3):
+                before = committed(pg, target)
+                end = time.monotonic() + 60
+                while (
+                    committed(pg, target) <= before
+                    and proc.poll() is None
+                    and time.monotonic() < end
+                ):
+                    time.sleep(0.02)
+                if proc.poll() is not None:
+                    break
+                time.sleep(rng.uniform(0.0, 0.2))
+                faults += proxy.blackhole_all() > 0 if blackhole else proxy.reset_all() > 0
+            try:
+                proc.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                hung = True
+                proc.kill()
+                proc.communicate()
+            proxy.reset_all()  # the half-open connections go, with the lock they held
+            if proc.returncode != 0 and not finished(pg, target):
+                run_to_end(emu, url, table_id, target, **env)
+            result = oracle(pg, schema, expected)
+    finally:
+        proxy.close()
+    name = "half-open connection (black hole)" if blackhole else "TCP reset"
+    return Trial(name, faults, result, [], hung, time.monotonic() - started)

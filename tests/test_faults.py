@@ -109,3 +109,24 @@ def test_postgres_crash_restart_mid_load_loses_and_duplicates_nothing(
         0,
         harness.ROWS,
     )
+
+
+@pytest.mark.parametrize("blackhole", [False, True], ids=["tcp-reset", "black-hole"])
+def test_reset_and_half_open_connections_lose_nothing_and_hang_nothing(
+    emu, source_table, pg_url, pg_schema, blackhole
+):
+    if os.environ.get("BQ2PG_DATABASE_URL"):
+        pytest.skip("the proxy fronts the embedded PostgreSQL's Unix socket")
+    table_id, expected = source_table
+    trial = harness.network_trial(
+        emu, pg_url, table_id, expected, pg_schema, random.Random(7), blackhole=blackhole
+    )
+    assert trial.faults >= 1, "the load finished before the fault: nothing was tested"
+    assert not trial.hung, "a half-open connection hung the loader"
+    result = trial.oracle
+    assert (result.lost, result.duplicated, result.corrupted, result.rows) == (
+        0,
+        0,
+        0,
+        harness.ROWS,
+    )

@@ -8,11 +8,14 @@ client encoding so that values are stored the same whatever the server's default
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import socket
+import threading
 import time
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
 
 import psycopg
 import pyarrow as pa
@@ -25,6 +28,12 @@ from bq2pg.errors import TargetError, TargetMismatchError, TransientTargetError
 from bq2pg.schema import TablePlan, normalize_identifier
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds one chunk's COPY may take before its connection counts as dead (a half-open
+#: connection hangs forever otherwise). Generous: a 32 MB chunk takes about a second on a
+#: healthy server. ``BQ2PG_WRITE_TIMEOUT_S`` overrides it (the fault tests use 3 s).
+WRITE_TIMEOUT_S = float(os.environ.get("BQ2PG_WRITE_TIMEOUT_S", 120))
 
 #: Settings pinned on every connection (RELIABILITY.md invariant 8).
 SESSION_OPTIONS = "-c TimeZone=UTC -c DateStyle=ISO,YMD -c IntervalStyle=postgres"
@@ -92,6 +101,38 @@ def connect(url: str) -> psycopg.Connection:
             "ENCODING 'UTF8')"
         )
     return conn
+
+
+def with_deadline(conn: psycopg.Connection, seconds: float, what: str, call: Callable[[], T]) -> T:
+    """``call()``, abandoning ``conn`` if it takes longer than ``seconds``.
+
+    A half-open connection (a middlebox that keeps ACKing, a peer gone silent) blocks libpq
+    forever, and neither ``statement_timeout`` (its error never arrives) nor keepalives help
+    (RELIABILITY.md c.5). A timer shuts the socket down from outside, which makes the blocked
+    call fail; the caller then reconnects.
+    """
+    fired = threading.Event()
+
+    def fire() -> None:
+        fired.set()
+        with contextlib.suppress(OSError, psycopg.Error):
+            sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
+            sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+
+    timer = threading.Timer(seconds, fire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return call()
+    except (psycopg.Error, TargetError) as exc:
+        if fired.is_set():
+            raise TransientTargetError(
+                f"{what}: no answer from PostgreSQL for {seconds:.0f} s; connection abandoned"
+            ) from exc
+        raise
+    finally:
+        timer.cancel()
 
 
 def execute(conn: psycopg.Connection, statements: Iterable[sql.Composed], what: str) -> None:

@@ -53,6 +53,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+#: Seconds the run's own connection may take to answer before publishing.
+PING_TIMEOUT_S = 15.0
 #: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
 AFTER_PUBLISH_ATTEMPTS = 5
 
@@ -453,6 +455,11 @@ def _run(
         r.seconds = load_seconds
 
     publish_started = time.perf_counter()
+    # the run's connection sat idle during the load: make sure it still answers (it holds the
+    # target's lock; if it is gone the run fails here and the next run resumes)
+    load.with_deadline(
+        conn, PING_TIMEOUT_S, "the run's connection", lambda: conn.execute("SELECT 1")
+    )
     rows_loaded = results[job.plan.name].rows
     rows_read = rows_loaded + dead[0]
     finished = state.finished_sql(

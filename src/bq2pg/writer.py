@@ -187,7 +187,10 @@ def write_batches(
                         conn, ledger.run_id, ledger.stream, chunk.start
                     ):
                         return False
-                load.copy_chunk(conn, parts, entry)
+                load.with_deadline(
+                    conn, load.WRITE_TIMEOUT_S, "COPY of a chunk",
+                    partial(load.copy_chunk, conn, parts, entry),
+                )  # fmt: skip
         return True
 
     # the writer thread's own splitter and encoders, made only if rows must be isolated
