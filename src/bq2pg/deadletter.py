@@ -144,26 +144,24 @@ def _dead_letter(
     )
 
 
-def count_query(run_id: uuid.UUID) -> sql.Composed:
-    return sql.SQL("SELECT count(*) FROM bq2pg.dead_letters WHERE run_id = {}").format(
-        sql.Literal(str(run_id))
-    )
+def _where(target: str | None, run_id: str | None) -> sql.Composable:
+    """``WHERE`` on target and/or run (values as literals), or nothing."""
+    conditions = []
+    if target:
+        conditions.append(sql.SQL("target = {}").format(sql.Literal(target)))
+    if run_id:
+        conditions.append(sql.SQL("run_id = {}").format(sql.Literal(run_id)))
+    return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
 
 
 def listing(
     conn: psycopg.Connection, *, target: str | None = None, run_id: str | None = None
 ) -> list[dict]:
     """Dead letters without their raw rows (which may hold personal data), newest first."""
-    conditions = []
-    if target:
-        conditions.append(sql.SQL("target = {}").format(sql.Literal(target)))
-    if run_id:
-        conditions.append(sql.SQL("run_id = {}").format(sql.Literal(run_id)))
-    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
     query = sql.SQL(
         "SELECT id, run_id, target, stream, row_offset, sqlstate, error, created_at "
         "FROM bq2pg.dead_letters {} ORDER BY id DESC LIMIT 1000"
-    ).format(where)
+    ).format(_where(target, run_id))
     with conn.cursor(row_factory=dict_row) as cur:
         return list(cur.execute(query).fetchall())
 
@@ -176,10 +174,5 @@ def show(conn: psycopg.Connection, letter_id: int) -> dict | None:
 
 def purge(conn: psycopg.Connection, *, target: str | None = None, run_id: str | None = None) -> int:
     """Delete dead letters (of ``target`` and/or ``run_id``, or all); the number deleted."""
-    conditions = []
-    if target:
-        conditions.append(sql.SQL("target = {}").format(sql.Literal(target)))
-    if run_id:
-        conditions.append(sql.SQL("run_id = {}").format(sql.Literal(run_id)))
-    where = sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
-    return conn.execute(sql.SQL("DELETE FROM bq2pg.dead_letters {}").format(where)).rowcount
+    query = sql.SQL("DELETE FROM bq2pg.dead_letters {}").format(_where(target, run_id))
+    return conn.execute(query).rowcount
