@@ -18,6 +18,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import threading
 import time
 import uuid
@@ -55,6 +56,9 @@ log = logging.getLogger(__name__)
 
 #: Seconds the run's own connection may take to answer before publishing.
 PING_TIMEOUT_S = 15.0
+#: Seconds a publishing step (key builds, swap, merge) may take before the run's connection
+#: counts as dead; key builds on 100M rows take many minutes, so this is generous.
+PUBLISH_TIMEOUT_S = float(os.environ.get("BQ2PG_PUBLISH_TIMEOUT_S", 4 * 3600))
 #: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
 AFTER_PUBLISH_ATTEMPTS = 5
 
@@ -517,29 +521,45 @@ def _publish(
     run_id: uuid.UUID,
     finished: sql.Composed,
 ) -> int:
-    """Verify, then publish with the run's status in the same transaction; index; ANALYZE."""
+    """Verify, then publish with the run's status in the same transaction; index; ANALYZE.
+
+    Every statement on the run's connection runs under a deadline, so that a connection gone
+    half-open cannot hang the run (key builds and merges get a long one).
+    """
     plan_ = job.plan
     duplicates = 0
+
+    def bounded(
+        what: str, call: Callable[[], object], seconds: float = PUBLISH_TIMEOUT_S
+    ) -> object:
+        return load.with_deadline(conn, seconds, what, call)
+
     if job.mode == "replace":
         progress.phase("verifying row counts against the ledger")
-        verify(conn, job, run_id)
+        bounded("verifying", lambda: verify(conn, job, run_id))
         keys = [load.primary_key(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
         if keys:
             progress.phase(f"building the primary keys of {len(keys)} table(s)")
-        load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
+        bounded(
+            "adding keys", lambda: load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
+        )
         progress.phase("swapping the new tables in")
-        load.publish_replace(conn, plan_, also=[finished])
+        bounded("publishing", lambda: load.publish_replace(conn, plan_, also=[finished]))
     elif job.mode == "merge":
         progress.phase("verifying row counts against the ledger")
-        verify(conn, job, run_id)
+        bounded("verifying", lambda: verify(conn, job, run_id))
         progress.phase("merging the staged rows into the targets")
         also = [finished]
         if job.watermark:  # before the staging tables go, in the same transaction
             stage = physical("merge", plan_)
             also.insert(0, watermark.advance(plan_, job.watermark, stage, run_id))
-        duplicates = load.publish_merge(conn, plan_, also=also)
+        duplicates = int(bounded("merging", lambda: load.publish_merge(conn, plan_, also=also)))  # type: ignore[call-overload]
     else:
-        load.execute(conn, [finished], "recording the run")
+        bounded(
+            "recording the run",
+            lambda: load.execute(conn, [finished], "recording the run"),
+            PING_TIMEOUT_S,
+        )
     # The data and the run's status are committed: what follows improves reading (indexes,
     # statistics) and must not fail the run (a re-run of an append would load it twice).
     statements = list(job.after)
