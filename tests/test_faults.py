@@ -115,8 +115,9 @@ def test_postgres_crash_restart_mid_load_loses_and_duplicates_nothing(
     "blackhole",
     [
         False,
-        # make faults saw 1 hang in 13 black-hole trials (cause not found yet): kept out of
-        # make test until fixed, run by `make faults` and `pytest -m long_faults`
+        # one make faults run saw 1 hang in 13 black-hole trials, before the publish steps got
+        # deadlines; the next run was clean. ~25 s a trial: run by make faults and
+        # `pytest -m long_faults`, not make test, until more runs confirm the fix
         pytest.param(True, marks=pytest.mark.long_faults),
     ],
     ids=["tcp-reset", "black-hole"],
