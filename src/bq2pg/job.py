@@ -1,0 +1,478 @@
+"""Running a job: lock the target, read every stream, load, verify, publish, record.
+
+:func:`run_job` is the engine under ``copy`` and ``patents``. It reads the read session's
+streams in parallel (one thread and one PostgreSQL connection per stream; Arrow, DuckDB, the
+CSV writer and libpq release the GIL) through ``writer.write_batches``, then publishes:
+
+* ``replace``: load into fresh ``<table>__bq2pg_new`` tables, add keys, then swap them in
+  place of the targets in one transaction (readers see the old or the new table, never half);
+* ``append``: COPY straight into the targets (created when missing);
+* ``merge``: COPY into staging tables, then upsert on the key in one transaction, replacing the
+  child rows of every merged parent.
+
+Exactly once: each chunk commits with its ledger row; an interrupted run resumes from the
+ledger; publishing commits with the run's status; one run per target at a time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import psycopg
+import pyarrow as pa
+from psycopg import sql
+
+from bq2pg import ddl, load, state, watermark
+from bq2pg.config import DEFAULT_STREAMS, redact
+from bq2pg.errors import Bq2pgError, TransientTargetError, VerificationError
+from bq2pg.schema import TablePlan
+from bq2pg.source import ReadSession, Source, TableRef
+from bq2pg.writer import DEAD_LETTERS, Budget, Ledger, Mode, Split, physical, write_batches
+
+log = logging.getLogger(__name__)
+
+#: Seconds the run's own connection may take to answer before publishing.
+PING_TIMEOUT_S = 15.0
+#: Seconds a publishing step (key builds, swap, merge) may take before the run's connection
+#: counts as dead; key builds on 100M rows take many minutes, so this is generous.
+PUBLISH_TIMEOUT_S = float(os.environ.get("BQ2PG_PUBLISH_TIMEOUT_S", 4 * 3600))
+#: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
+AFTER_PUBLISH_ATTEMPTS = 5
+
+
+@dataclass
+class TableResult:
+    """Rows and bytes loaded into one table."""
+
+    name: str
+    rows: int = 0
+    bytes: int = 0
+    seconds: float = 0.0
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+@dataclass
+class RunResult:
+    """The summary of one run."""
+
+    run_id: uuid.UUID
+    source: str
+    target: str
+    mode: str
+    streams: int
+    rows_read: int
+    tables: list[TableResult]
+    seconds: float
+    load_seconds: float
+    publish_seconds: float
+    duplicates_collapsed: int = 0
+    resumed: bool = False
+    #: Source rows PostgreSQL rejected, kept in ``bq2pg.dead_letters`` (rows_read counts them).
+    dead_letters: int = 0
+
+    @property
+    def bytes(self) -> int:
+        return sum(t.bytes for t in self.tables)
+
+    @property
+    def rows_per_second(self) -> float:
+        return self.rows_read / self.seconds if self.seconds else 0.0
+
+
+class Progress(Protocol):
+    """Receives progress from a run (the CLI draws it; the library never prints)."""
+
+    def start(self, total_rows: int | None, streams: int) -> None: ...
+
+    def advance(self, rows: int, nbytes: int) -> None: ...
+
+    def phase(self, description: str) -> None: ...
+
+
+class _NoProgress:
+    def start(self, total_rows: int | None, streams: int) -> None:
+        pass
+
+    def advance(self, rows: int, nbytes: int) -> None:
+        pass
+
+    def phase(self, description: str) -> None:
+        pass
+
+
+@dataclass
+class Job:
+    """One read session's worth of work: what to read, the tables to write, how to publish.
+
+    ``copy_table`` builds a job from a :class:`CopyRequest`; ``patents`` builds its own, with
+    its model's tables and splitter, and the same engine runs both.
+    """
+
+    ref: TableRef
+    database_url: str = field(repr=False)
+    plan: TablePlan
+    arguments: dict[str, object]
+    selected: list[str] | None = None
+    where: str | None = None
+    limit: int | None = None
+    streams: int = DEFAULT_STREAMS
+    mode: Mode = "replace"
+    drop: bool = False
+    #: Makes one splitter per stream thread (a splitter may own a DuckDB connection).
+    splitter: Callable[[], Split] | None = None
+    #: Statements run after publishing, such as index builds, each in its own transaction.
+    after: list[sql.Composed] = field(default_factory=list)
+    #: Rows the source holds, for the progress bar (None: ask the read session).
+    total_rows: int | None = None
+    #: The column whose staged maximum becomes the target's watermark when publishing.
+    watermark: str | None = None
+
+
+def fingerprint(job: Job) -> str:
+    """What makes two runs the same job (an interrupted one resumes only into the same job)."""
+    tables = [(t.name, [(c.name, c.pg_type) for c in t.columns]) for t in job.plan.all_tables()]
+    blob = [str(job.ref), job.plan.qualified, job.mode, job.selected, job.where, job.limit, tables]
+    return hashlib.sha256(json.dumps(blob, default=str).encode()).hexdigest()[:32]
+
+
+@dataclass
+class _Resume:
+    """An interrupted run this run continues: its id, session, and what the ledger holds."""
+
+    run_id: uuid.UUID
+    session: str
+    streams: list[str]
+    schema: bytes
+    offsets: dict[str, int]
+    rows: dict[str, int]
+
+
+def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunResult:
+    """Run a :class:`Job`: lock the target, prepare it, read every stream, load, publish.
+
+    Exactly once: each chunk commits with its ledger row; a run interrupted at any moment
+    (``kill -9``, a lost server) is resumed by the next run of the same job, which reads each
+    stream from the first row the ledger does not hold. Publishing commits with the run's
+    status. One run per target at a time (advisory lock).
+    """
+    progress = progress or _NoProgress()
+    started = time.perf_counter()
+    conn = load.connect(job.database_url)
+    try:
+        state.ensure(conn)
+        state.lock_target(conn, job.plan.qualified)
+        resume = _find_resume(conn, job)
+        if resume is None:
+            state.abandon_runs(conn, job.plan.qualified)
+            run_id = state.start_run(
+                conn,
+                source=str(job.ref),
+                target=job.plan.qualified,
+                mode=job.mode,
+                arguments=job.arguments,
+                fingerprint=fingerprint(job),
+            )
+        else:
+            run_id = resume.run_id
+            log.warning("resuming interrupted run %s from its ledger", run_id)
+        try:
+            result = _run(source, job, conn, progress, run_id, resume)
+        except BaseException as exc:
+            # the side tables and the ledger stay: the next run of this job resumes from them
+            message = redact(str(exc)) if isinstance(exc, Bq2pgError) else redact(repr(exc))
+            with contextlib.suppress(Bq2pgError, psycopg.Error):
+                state.finish_run(
+                    conn, run_id, status="failed", rows_read=0, rows_loaded=0, bytes_=0,
+                    error=message,
+                )  # fmt: skip
+            raise
+        result.run_id = run_id
+        result.resumed = resume is not None
+        result.seconds = time.perf_counter() - started
+        return result
+    finally:
+        conn.close()
+
+
+def _find_resume(conn: psycopg.Connection, job: Job) -> _Resume | None:
+    found = state.interrupted_run(conn, job.plan.qualified, fingerprint(job))
+    if found is None:
+        return None
+    run_id, session, streams, schema = found
+    if job.mode != "append":  # the side tables must have survived
+        for t in job.plan.all_tables():
+            if load.existing_columns(conn, t.schema, physical(job.mode, t)) is None:
+                return None
+    offsets, rows = state.committed(conn, run_id)
+    return _Resume(run_id, session, streams, schema, offsets, rows)
+
+
+def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
+    plan_ = job.plan
+    statements = [ddl.create_schema(plan_.schema)]
+    tables = plan_.all_tables()
+    if job.drop:  # replace drops the targets only when publishing; --drop means now
+        statements += [ddl.drop_table(t.schema, t.name) for t in tables]
+    if job.mode == "replace":
+        for t in tables:
+            side = physical("replace", t)
+            statements += [ddl.drop_table(t.schema, side), ddl.create_table(t, name=side)]
+        load.execute(conn, statements, f"creating the load tables of {plan_.qualified}")
+        return
+    load.execute(conn, statements, f"preparing {plan_.qualified}")
+    create: list[sql.Composed] = []
+    for t in tables:
+        if not load.check_compatible(conn, t):
+            create.append(ddl.create_table(t))
+            if t.key:
+                create.append(ddl.add_primary_key(t))
+        if job.mode == "merge":
+            side = physical("merge", t)
+            create += [
+                ddl.drop_table(t.schema, side),
+                ddl.create_table(t, name=side, unlogged=True),
+            ]
+    load.execute(conn, create, f"creating {plan_.qualified}")
+
+
+def _run(
+    source: Source,
+    job: Job,
+    conn: psycopg.Connection,
+    progress: Progress,
+    run_id: uuid.UUID,
+    resume: _Resume | None,
+) -> RunResult:
+    if resume is None:
+        _prepare_targets(conn, job)
+        session = source.open_session(
+            job.ref,
+            selected_fields=job.selected,
+            row_restriction=job.where,
+            max_streams=max(1, job.streams),
+        )
+        schema_bytes = session.arrow_schema.serialize().to_pybytes()
+        state.record_session(conn, run_id, session.name, session.streams, schema_bytes)
+        offsets: dict[str, int] = {}
+        done: dict[str, int] = {}
+    else:
+        session = ReadSession(
+            name=resume.session,
+            streams=resume.streams,
+            arrow_schema=pa.ipc.read_schema(pa.py_buffer(resume.schema)),
+            snapshot_time=None,
+            estimated_rows=None,
+        )
+        offsets, done = resume.offsets, resume.rows
+    total = job.total_rows if job.total_rows is not None else session.estimated_rows
+    if job.limit is not None:
+        total = min(total, job.limit) if total is not None else job.limit
+    progress.start(total, len(session.streams))
+    log.info("read session %s: %d streams", session.name, len(session.streams))
+
+    results = {t.name: TableResult(t.name, rows=done.get(t.name, 0)) for t in job.plan.all_tables()}
+    progress.advance(done.get(job.plan.name, 0), 0)
+    lock = threading.Lock()
+    budget = Budget(None if job.limit is None else job.limit - done.get(job.plan.name, 0))
+
+    dead = [done.get(DEAD_LETTERS, 0)]
+
+    def counted(table: str, rows: int, nbytes: int) -> None:
+        with lock:
+            if table == DEAD_LETTERS:
+                dead[0] += rows
+            else:
+                results[table].rows += rows
+                results[table].bytes += nbytes
+        progress.advance(rows if table in (job.plan.name, DEAD_LETTERS) else 0, nbytes)
+
+    load_started = time.perf_counter()
+    if session.streams and not budget.exhausted:
+        with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
+            futures = [
+                pool.submit(
+                    _load_stream,
+                    source,
+                    session,
+                    Ledger(run_id, s, offsets.get(s, 0)),
+                    job,
+                    budget,
+                    counted,
+                )
+                for s in session.streams
+            ]
+            for f in futures:
+                f.result()
+    load_seconds = time.perf_counter() - load_started
+    for r in results.values():
+        r.seconds = load_seconds
+
+    publish_started = time.perf_counter()
+    # the run's connection sat idle during the load: make sure it still answers (it holds the
+    # target's lock; if it is gone the run fails here and the next run resumes)
+    load.with_deadline(
+        conn, PING_TIMEOUT_S, "the run's connection", lambda: conn.execute("SELECT 1")
+    )
+    rows_loaded = results[job.plan.name].rows
+    rows_read = rows_loaded + dead[0]
+    finished = state.finished_sql(
+        run_id,
+        status="succeeded",
+        rows_read=rows_read,
+        rows_loaded=rows_loaded,
+        bytes_=sum(r.bytes for r in results.values()),
+    )
+    duplicates = _publish(conn, job, progress, run_id, finished)
+    publish_seconds = time.perf_counter() - publish_started
+    return RunResult(
+        run_id=run_id,
+        source=str(job.ref),
+        target=job.plan.qualified,
+        mode=job.mode,
+        streams=len(session.streams),
+        rows_read=rows_read,
+        tables=list(results.values()),
+        seconds=0.0,
+        load_seconds=load_seconds,
+        publish_seconds=publish_seconds,
+        duplicates_collapsed=duplicates,
+        dead_letters=dead[0],
+    )
+
+
+def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> None:
+    """The rows in the load or staging tables equal, per table, what the ledger committed.
+
+    Raises:
+        VerificationError: a table holds more or fewer rows than the ledger says.
+    """
+    _, ledger = state.committed(conn, run_id)
+    problems = []
+    for t in job.plan.all_tables():
+        query = sql.SQL("SELECT count(*) FROM {}").format(
+            ddl.ident(t.schema, physical(job.mode, t))
+        )
+        row = conn.execute(query).fetchone()
+        found, wanted = (row[0] if row else 0), ledger.get(t.name, 0)
+        if found != wanted:
+            problems.append(f"{t.name}: {found:,} rows, the ledger committed {wanted:,}")
+    if problems:
+        raise VerificationError(
+            f"verification of {job.plan.qualified} failed, nothing was published: "
+            + "; ".join(problems)
+        )
+
+
+def _publish(
+    conn: psycopg.Connection,
+    job: Job,
+    progress: Progress,
+    run_id: uuid.UUID,
+    finished: sql.Composed,
+) -> int:
+    """Verify, then publish with the run's status in the same transaction; index; ANALYZE.
+
+    Every statement on the run's connection runs under a deadline, so that a connection gone
+    half-open cannot hang the run (key builds and merges get a long one).
+    """
+    plan_ = job.plan
+    duplicates = 0
+
+    def bounded(
+        what: str, call: Callable[[], object], seconds: float = PUBLISH_TIMEOUT_S
+    ) -> object:
+        return load.with_deadline(conn, seconds, what, call)
+
+    if job.mode == "replace":
+        progress.phase("verifying row counts against the ledger")
+        bounded("verifying", lambda: verify(conn, job, run_id))
+        keys = [load.primary_key(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
+        if keys:
+            progress.phase(f"building the primary keys of {len(keys)} table(s)")
+        bounded(
+            "adding keys", lambda: load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
+        )
+        progress.phase("swapping the new tables in")
+        bounded("publishing", lambda: load.publish_replace(conn, plan_, also=[finished]))
+    elif job.mode == "merge":
+        progress.phase("verifying row counts against the ledger")
+        bounded("verifying", lambda: verify(conn, job, run_id))
+        progress.phase("merging the staged rows into the targets")
+        also = [finished]
+        if job.watermark:  # before the staging tables go, in the same transaction
+            stage = physical("merge", plan_)
+            also.insert(0, watermark.advance(plan_, job.watermark, stage, run_id))
+        duplicates = int(bounded("merging", lambda: load.publish_merge(conn, plan_, also=also)))  # type: ignore[call-overload]
+    else:
+        bounded(
+            "recording the run",
+            lambda: load.execute(conn, [finished], "recording the run"),
+            PING_TIMEOUT_S,
+        )
+    # The data and the run's status are committed: what follows improves reading (indexes,
+    # statistics) and must not fail the run (a re-run of an append would load it twice).
+    statements = list(job.after)
+    statements += [
+        sql.SQL("ANALYZE {}").format(ddl.ident(t.schema, t.name)) for t in plan_.all_tables()
+    ]
+    if job.after:
+        progress.phase(f"building {len(job.after)} index(es)")
+    _after_publish(job.database_url, statements, progress)
+    return duplicates
+
+
+def _after_publish(database_url: str, statements: list[sql.Composed], progress: Progress) -> None:
+    """Run post-publish statements on a fresh connection, retrying transient errors; warn."""
+    left = list(statements)
+    for attempt in range(1, AFTER_PUBLISH_ATTEMPTS + 1):
+        try:
+            with load.connect(database_url) as conn:
+                while left:
+                    load.execute(conn, [left[0]], "after publishing")
+                    left.pop(0)
+            return
+        except TransientTargetError as exc:
+            log.warning("after publishing (attempt %d): %s", attempt, exc)
+            time.sleep(min(2.0**attempt, 30.0))
+        except Bq2pgError as exc:
+            log.warning("after publishing: %s", exc)
+            left.pop(0)
+    log.warning(
+        "the data is published, but %d index or ANALYZE statement(s) did not run; run them "
+        "later: %s", len(left), "; ".join(s.as_string(None) for s in left)
+    )  # fmt: skip
+
+
+def _load_stream(
+    source: Source,
+    session: ReadSession,
+    ledger: Ledger,
+    job: Job,
+    budget: Budget,
+    counted: Callable[[str, int, int], None],
+) -> None:
+    """Read one stream from its first uncommitted row to its end (or the --limit); load it."""
+    write_batches(
+        job.database_url,
+        job.plan,
+        source.read_stream(session, ledger.stream, ledger.offset),
+        mode=job.mode,
+        splitter=job.splitter,
+        budget=budget,
+        counted=counted,
+        ledger=ledger,
+    )
