@@ -238,3 +238,40 @@ def test_runs_are_recorded_without_the_database_url(source, dataset, pg_url, pg_
     ).fetchone()
     assert row is not None and row[0] == "succeeded" and row[1] == 3
     assert "database_url" not in row[2] and "postgresql://" not in row[2]
+
+
+def test_a_target_with_row_level_security_is_refused_up_front(
+    source, dataset, pg_url, pg_schema, pg
+):
+    table_id = make_table(source, dataset, "items", FIELDS, rows(range(3)))
+    pg.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(pg_schema)))
+    copy_table(source, request(table_id, pg_url, pg_schema, mode="append"))
+    pg.execute(
+        sql.SQL("ALTER TABLE {} ENABLE ROW LEVEL SECURITY").format(
+            sql.Identifier(pg_schema, "items")
+        )
+    )
+    for mode in ("append", "replace"):  # replacing would drop the policies
+        with pytest.raises(TargetMismatchError, match="row-level security"):
+            copy_table(source, request(table_id, pg_url, pg_schema, mode=mode))
+    assert len(fetch(pg, pg_schema, "items")) == 3  # nothing half-loaded
+
+
+def test_a_database_that_is_not_utf8_is_refused(pg_url, pg):
+    from bq2pg.errors import TargetError
+    from bq2pg.load import connect
+
+    pg.execute("DROP DATABASE IF EXISTS bq2pg_ascii")
+    pg.execute(
+        "CREATE DATABASE bq2pg_ascii ENCODING 'SQL_ASCII' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+    )
+    try:
+        url = (
+            pg_url.replace("/postgres?", "/bq2pg_ascii?")
+            if "/postgres?" in pg_url
+            else pg_url.rsplit("/", 1)[0] + "/bq2pg_ascii"
+        )
+        with pytest.raises(TargetError, match="UTF8"):
+            connect(url)
+    finally:
+        pg.execute("DROP DATABASE IF EXISTS bq2pg_ascii")

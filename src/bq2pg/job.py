@@ -229,6 +229,7 @@ def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
         statements += [ddl.drop_table(t.schema, t.name) for t in tables]
     if job.mode == "replace":
         for t in tables:
+            load.check_rls(conn, t)
             side = physical("replace", t)
             statements += [ddl.drop_table(t.schema, side), ddl.create_table(t, name=side)]
         load.execute(conn, statements, f"creating the load tables of {plan_.qualified}")

@@ -233,12 +233,29 @@ _TYPE_SPELLINGS = {
 }
 
 
+def check_rls(conn: psycopg.Connection, plan: TablePlan) -> None:
+    """Refuse a target with row-level security: COPY cannot load it (PostgreSQL refuses), and
+    replacing it would drop its policies."""
+    rls = conn.execute(
+        "SELECT relrowsecurity FROM pg_class WHERE oid = to_regclass(%s)",
+        [sql.Identifier(plan.schema, plan.name).as_string(conn)],
+    ).fetchone()
+    if rls and rls[0]:
+        raise TargetMismatchError(
+            f"target table {plan.qualified} has row-level security enabled: COPY cannot load "
+            "it, and replacing it would drop its policies; load into another table, or "
+            "disable RLS for the load"
+        )
+
+
 def check_compatible(conn: psycopg.Connection, plan: TablePlan) -> bool:
     """True if the target exists and matches ``plan``; False if it does not exist.
 
     Raises:
-        TargetMismatchError: the table exists with other columns or types.
+        TargetMismatchError: the table exists with other columns or types, or with row-level
+            security.
     """
+    check_rls(conn, plan)
     found = existing_columns(conn, plan.schema, plan.name)
     if found is None:
         return False
