@@ -140,18 +140,6 @@ FULL_TEXT_COLUMNS = (
 )
 
 
-def to_bigquery_schema(fields: tuple[Field, ...]) -> list[dict[str, object]]:
-    """The fields in the ``bq show --schema`` JSON layout (for creating tables)."""
-
-    def one(f: Field) -> dict[str, object]:
-        d: dict[str, object] = {"name": f.name, "type": f.type, "mode": f.mode}
-        if f.fields:
-            d["fields"] = [one(s) for s in f.fields]
-        return d
-
-    return [one(f) for f in fields]
-
-
 def arrow_type(f: Field) -> pa.DataType:
     """The Arrow type of a patents field (only the types this table uses)."""
     base: pa.DataType

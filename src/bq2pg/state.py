@@ -20,7 +20,6 @@ from psycopg.types.json import Jsonb
 from bq2pg.errors import ConcurrentRunError, TargetError
 from bq2pg.load import translate
 
-STATE_SCHEMA = "bq2pg"
 #: A Storage Read session lives about 6 hours (stream.proto, ReadSession.expire_time); resume
 #: only within it, less a margin for the resumed run's own reads.
 SESSION_LIFETIME_S = 5 * 3600
