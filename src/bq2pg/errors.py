@@ -9,7 +9,8 @@
     │   ├── IdentifierError         names that collide after normalisation or shortening
     │   └── TargetMismatchError     an existing target table that does not fit the source
     ├── SourceError                 BigQuery refused or failed (terminal: give up)
-    │   └── TransientSourceError    BigQuery failed in a way worth retrying (429, 5xx, UNAVAILABLE)
+    │   ├── TransientSourceError    BigQuery failed in a way worth retrying (429, 5xx, UNAVAILABLE)
+    │   └── SessionExpiredError     the read session expired: reopen one at the same snapshot
     ├── TargetError                 PostgreSQL refused (terminal: give up)
     │   ├── TransientTargetError    PostgreSQL connection lost, server restarting, disk full
     │   ├── ConcurrentRunError      another run is loading the same target right now
@@ -59,6 +60,14 @@ class SourceError(Bq2pgError):
 
 class TransientSourceError(SourceError):
     """BigQuery failed in a way worth retrying (429, 5xx, UNAVAILABLE, reset streams)."""
+
+
+class SessionExpiredError(SourceError):
+    """The read session expired (about 6 hours): a new one at the same snapshot must be opened.
+
+    Its streams' offsets mean nothing in a new session, so the run's rows are loaded again
+    from the start at the session's ``snapshot_time`` (the same data).
+    """
 
 
 class TargetError(Bq2pgError):
