@@ -89,7 +89,7 @@ def bq2pg_csv(
 
     def run(part: pa.Table) -> None:
         batches = part.to_batches(max_chunksize=50_000)
-        write_batches(url, plan, batches, mode="append", allow_binary=allow_binary)
+        write_batches(url, plan, batches, allow_binary=allow_binary)
 
     started = time.perf_counter()
     with ThreadPoolExecutor(connections) as pool:

@@ -101,7 +101,7 @@ def report(trials: list[harness.Trial], control: harness.Trial, seed: int) -> st
         "# Fault injection",
         "",
         f"Written by `make faults` (`python -m faults`, seed {seed}); {time.strftime('%Y-%m-%d')}. "
-        f"Each trial copies {harness.ROWS:,} generated publications (append mode, 3 streams, "
+        f"Each trial copies {harness.ROWS:,} generated publications (append mode through staging tables, 3 streams, "
         f"{harness.CHUNK_BYTES // 1024} KiB chunks) with a real `bq2pg copy` process from the "
         "BigQuery emulator into the embedded PostgreSQL, injects its faults at random moments, "
         "lets the next run resume, and compares the target with the source.",
@@ -135,7 +135,13 @@ def report(trials: list[harness.Trial], control: harness.Trial, seed: int) -> st
         f"Negative control (ledger committed in a transaction of its own, `BQ2PG_FAULT_SPLIT_LEDGER`): "
         f"{control.faults} kill(s), {o.duplicated:,} duplicated and {o.lost:,} lost rows — "
         + (
-            "**caught** by the oracle."
+            "**caught** by the oracle"
+            + (
+                " (the loader's own verification saw more staged rows than its ledger and "
+                "refused to publish: exit 7)."
+                if control.refused
+                else "."
+            )
             if o.duplicated or o.lost
             else "**not caught** (the kills missed the window)."
         ),

@@ -77,12 +77,16 @@ def finished(pg: psycopg.Connection, target: str) -> bool:
 
 
 def target_rows(pg: psycopg.Connection, schema: str) -> int:
-    query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, "pubs"))
-    try:
-        row = pg.execute(query).fetchone()
-    except psycopg.errors.UndefinedTable:
-        return 0
-    return int(row[0]) if row else 0
+    """Rows committed in the target and its staging table (an append stages, then moves)."""
+    total = 0
+    for name in ("pubs", "pubs__bq2pg_stage"):
+        query = sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, name))
+        try:
+            row = pg.execute(query).fetchone()
+        except psycopg.errors.UndefinedTable:
+            continue
+        total += int(row[0]) if row else 0
+    return total
 
 
 def oracle(pg: psycopg.Connection, schema: str, expected: dict[str, int]) -> Oracle:
@@ -117,10 +121,12 @@ def kill_when(proc: subprocess.Popen[bytes], ready, deadline_s: float = 60.0) ->
     raise AssertionError("the loader neither progressed nor finished (hung)")
 
 
-def run_to_end(emu, pg_url, table_id, target, **env) -> None:
+def run_to_end(emu, pg_url, table_id, target, expect: int = 0, **env) -> str:
+    """Run the loader to its end; assert its exit code; return its stderr."""
     proc = loader(emu, pg_url, table_id, target, **env)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == 0, err.decode()
+    assert proc.returncode == expect, err.decode()
+    return err.decode()
 
 
 def restart_postgres(pg_url: str) -> None:
@@ -154,13 +160,15 @@ class Trial:
     durable: list[int]
     hung: bool
     seconds: float
+    #: The loader refused to publish (exit 7: its own verification caught the fault).
+    refused: bool = False
 
 
 def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **env) -> Trial:
     """kill -9 the loader up to ``kills`` times at random moments; re-runs resume."""
     target = f"{schema}.pubs"
     started = time.monotonic()
-    done, durable, hung = 0, [], False
+    done, durable, hung, refused = 0, [], False, False
     with psycopg.connect(pg_url, autocommit=True) as pg:
         for _ in range(kills):
             proc = loader(emu, pg_url, table_id, target, **env)
@@ -180,7 +188,8 @@ def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **e
                 break
             if not killed:
                 _, err = proc.communicate()
-                if proc.returncode != 0:
+                refused = proc.returncode == 7  # verification refused to publish
+                if proc.returncode not in (0, 7):
                     raise RuntimeError(err.decode())
                 break
             done += 1
@@ -188,9 +197,13 @@ def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **e
             if finished(pg, target):
                 break
         else:
-            run_to_end(emu, pg_url, table_id, target, **env)
+            proc = loader(emu, pg_url, table_id, target, **env)
+            _, err = proc.communicate(timeout=300)
+            refused = proc.returncode == 7
+            if proc.returncode not in (0, 7):
+                raise RuntimeError(err.decode())
         return Trial("kill -9 of the loader", done, oracle(pg, schema, expected), durable, hung,
-                     time.monotonic() - started)  # fmt: skip
+                     time.monotonic() - started, refused)  # fmt: skip
 
 
 def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:

@@ -6,7 +6,8 @@ CSV writer and libpq release the GIL) through ``writer.write_batches``, then pub
 
 * ``replace``: load into fresh ``<table>__bq2pg_new`` tables, add keys, then swap them in
   place of the targets in one transaction (readers see the old or the new table, never half);
-* ``append``: COPY straight into the targets (created when missing);
+* ``append``: load into staging tables, then move their rows into the targets (created when
+  missing) in one transaction;
 * ``merge``: COPY into staging tables, then upsert on the key in one transaction, replacing the
   child rows of every merged parent.
 
@@ -27,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Protocol
 
 import psycopg
@@ -213,10 +215,9 @@ def _find_resume(conn: psycopg.Connection, job: Job) -> _Resume | None:
     if found is None:
         return None
     run_id, session, streams, schema = found
-    if job.mode != "append":  # the side tables must have survived
-        for t in job.plan.all_tables():
-            if load.existing_columns(conn, t.schema, physical(job.mode, t)) is None:
-                return None
+    for t in job.plan.all_tables():  # the side tables must have survived
+        if load.existing_columns(conn, t.schema, physical(job.mode, t)) is None:
+            return None
     offsets, rows = state.committed(conn, run_id)
     return _Resume(run_id, session, streams, schema, offsets, rows)
 
@@ -241,12 +242,10 @@ def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
             create.append(ddl.create_table(t))
             if t.key:
                 create.append(ddl.add_primary_key(t))
-        if job.mode == "merge":
-            side = physical("merge", t)
-            create += [
-                ddl.drop_table(t.schema, side),
-                ddl.create_table(t, name=side, unlogged=True),
-            ]
+        # Staging is logged: crash recovery empties UNLOGGED tables, and the ledger would then
+        # count rows that are gone.
+        side = physical(job.mode, t)
+        create += [ddl.drop_table(t.schema, side), ddl.create_table(t, name=side)]
     load.execute(conn, create, f"creating {plan_.qualified}")
 
 
@@ -419,11 +418,10 @@ def _publish(
             also.insert(0, watermark.advance(plan_, job.watermark, stage, run_id))
         duplicates = int(bounded("merging", lambda: load.publish_merge(conn, plan_, also=also)))  # type: ignore[call-overload]
     else:
-        bounded(
-            "recording the run",
-            lambda: load.execute(conn, [finished], "recording the run"),
-            PING_TIMEOUT_S,
-        )
+        progress.phase("verifying row counts against the ledger")
+        bounded("verifying", lambda: verify(conn, job, run_id))
+        progress.phase("appending the staged rows to the targets")
+        bounded("appending", lambda: load.publish_append(conn, plan_, also=[finished]))
     # The data and the run's status are committed: what follows improves reading (indexes,
     # statistics) and must not fail the run (a re-run of an append would load it twice).
     statements = list(job.after)
@@ -471,7 +469,7 @@ def _load_stream(
         job.database_url,
         job.plan,
         source.read_stream(session, ledger.stream, ledger.offset),
-        mode=job.mode,
+        into=partial(physical, job.mode),
         splitter=job.splitter,
         budget=budget,
         counted=counted,

@@ -371,6 +371,30 @@ def publish_merge(
     return duplicates
 
 
+def publish_append(
+    conn: psycopg.Connection, plan: TablePlan, also: Iterable[sql.Composed] = ()
+) -> None:
+    """Move the staged rows into the targets and drop the staging tables, in one transaction.
+
+    A run's rows appear in the target all at once, with the run's record, or not at all: an
+    interrupted append that is never resumed leaves nothing behind in the target.
+    """
+    statements: list[sql.Composed] = []
+    for table in plan.all_tables():
+        stage = side_name(table, STAGE_SUFFIX)
+        cols = sql.SQL(", ").join(sql.Identifier(c) for c in table.column_names)
+        statements.append(
+            sql.SQL("INSERT INTO {} ({}) SELECT {} FROM {}").format(
+                ddl.ident(table.schema, table.name), cols, cols, ddl.ident(table.schema, stage)
+            )
+        )
+    statements += also
+    statements += [
+        ddl.drop_table(t.schema, side_name(t, STAGE_SUFFIX)) for t in plan.all_tables()
+    ]
+    execute(conn, statements, f"appending to {plan.qualified}")
+
+
 def _merge_child(conn: psycopg.Connection, plan: TablePlan, child: TablePlan, stage: str) -> None:
     parent_keys = child.parent_key
     child_stage = side_name(child, STAGE_SUFFIX)

@@ -82,12 +82,11 @@ class Budget:
 
 
 def physical(mode: Mode, table: TablePlan) -> str:
-    """The table that COPY writes to in ``mode`` (a load, staging or target table)."""
+    """The side table that COPY writes to in ``mode``: a fresh load table (``replace``) or a
+    staging table (``append``, ``merge``); publishing moves its rows into the target."""
     if mode == "replace":
         return load.side_name(table, load.LOAD_SUFFIX)
-    if mode == "merge":
-        return load.side_name(table, load.STAGE_SUFFIX)
-    return table.name
+    return load.side_name(table, load.STAGE_SUFFIX)
 
 
 @dataclass
@@ -131,7 +130,7 @@ def write_batches(
     plan: TablePlan,
     batches: Iterable[pa.RecordBatch],
     *,
-    mode: Mode = "append",
+    into: Callable[[TablePlan], str] | None = None,
     splitter: Callable[[], Split] | None = None,
     budget: Budget | None = None,
     counted: Counted | None = None,
@@ -145,7 +144,9 @@ def write_batches(
 
     Args:
         database_url: the target PostgreSQL.
-        plan: the tables to write; ``mode`` picks their physical names (:func:`physical`).
+        plan: the tables to write.
+        into: the physical table each table of ``plan`` is written to (a job passes
+            :func:`physical`); the tables themselves by default.
         batches: source batches.
         splitter: makes a splitter (source batch -> rows per table; ``normalize.split`` by
             default); one is made per thread.
@@ -157,6 +158,7 @@ def write_batches(
             ``batches`` then start at ``ledger.offset``.
     """
     budget = budget or Budget(None)
+    into = into or (lambda t: t.name)
     make_split = splitter or (lambda: partial(normalize.split, plan=plan))
     split = make_split()
     tables = plan.all_tables()
@@ -201,7 +203,7 @@ def write_batches(
         try:
             while (chunk := chunks.get()) is not None:
                 parts = [
-                    (t, physical(mode, t), chunk.payloads[t.name], encoders[t.name].format)
+                    (t, into(t), chunk.payloads[t.name], encoders[t.name].format)
                     for t in tables
                 ]
                 entry = None
@@ -224,7 +226,7 @@ def write_batches(
                     outcome = deadletter.isolate(
                         conn,
                         plan,
-                        lambda t: physical(mode, t),
+                        into,
                         chunk.sources,
                         isolation["split"],
                         isolation_encoders,
