@@ -18,6 +18,7 @@ ledger; publishing commits with the run's status; one run per target at a time.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import hashlib
 import json
 import logging
@@ -37,7 +38,12 @@ from psycopg import sql
 
 from bq2pg import ddl, load, state, watermark
 from bq2pg.config import DEFAULT_STREAMS, redact
-from bq2pg.errors import Bq2pgError, TransientTargetError, VerificationError
+from bq2pg.errors import (
+    Bq2pgError,
+    SessionExpiredError,
+    TransientTargetError,
+    VerificationError,
+)
 from bq2pg.schema import TablePlan
 from bq2pg.source import ReadSession, Source, TableRef
 from bq2pg.writer import DEAD_LETTERS, Budget, Ledger, Mode, Split, physical, write_batches
@@ -49,6 +55,8 @@ PING_TIMEOUT_S = 15.0
 #: Seconds a publishing step (key builds, swap, merge) may take before the run's connection
 #: counts as dead; key builds on 100M rows take many minutes, so this is generous.
 PUBLISH_TIMEOUT_S = float(os.environ.get("BQ2PG_PUBLISH_TIMEOUT_S", 4 * 3600))
+#: Seconds a new run's snapshot lies in the past, for a client clock running ahead of BigQuery's.
+SNAPSHOT_MARGIN_S = 1.0
 #: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
 AFTER_PUBLISH_ATTEMPTS = 5
 
@@ -161,6 +169,7 @@ class _Resume:
     schema: bytes
     offsets: dict[str, int]
     rows: dict[str, int]
+    snapshot_time: dt.datetime | None
 
 
 def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunResult:
@@ -214,12 +223,12 @@ def _find_resume(conn: psycopg.Connection, job: Job) -> _Resume | None:
     found = state.interrupted_run(conn, job.plan.qualified, fingerprint(job))
     if found is None:
         return None
-    run_id, session, streams, schema = found
+    run_id, session, streams, schema, snapshot_time = found
     for t in job.plan.all_tables():  # the side tables must have survived
         if load.existing_columns(conn, t.schema, physical(job.mode, t)) is None:
             return None
     offsets, rows = state.committed(conn, run_id)
-    return _Resume(run_id, session, streams, schema, offsets, rows)
+    return _Resume(run_id, session, streams, schema, offsets, rows, snapshot_time)
 
 
 def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
@@ -249,6 +258,42 @@ def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
     load.execute(conn, create, f"creating {plan_.qualified}")
 
 
+def _open_session(
+    source: Source,
+    job: Job,
+    conn: psycopg.Connection,
+    run_id: uuid.UUID,
+    snapshot_time: dt.datetime,
+) -> ReadSession:
+    """Open the run's read session at ``snapshot_time`` and record it (for resuming)."""
+    session = source.open_session(
+        job.ref,
+        selected_fields=job.selected,
+        row_restriction=job.where,
+        max_streams=max(1, job.streams),
+        snapshot_time=snapshot_time,
+    )
+    schema_bytes = session.arrow_schema.serialize().to_pybytes()
+    state.record_session(conn, run_id, session.name, session.streams, schema_bytes, snapshot_time)
+    return session
+
+
+def _snapshot_now() -> dt.datetime:
+    """The snapshot a new run reads: now, less a margin for the client's clock running ahead
+    of BigQuery's, to the millisecond."""
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(seconds=SNAPSHOT_MARGIN_S)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass
+class _Loaded:
+    """What the streams of one read session loaded."""
+
+    tables: dict[str, TableResult]
+    dead: int
+    seconds: float
+
+
 def _run(
     source: Source,
     job: Job,
@@ -259,22 +304,17 @@ def _run(
 ) -> RunResult:
     if resume is None:
         _prepare_targets(conn, job)
-        session = source.open_session(
-            job.ref,
-            selected_fields=job.selected,
-            row_restriction=job.where,
-            max_streams=max(1, job.streams),
-        )
-        schema_bytes = session.arrow_schema.serialize().to_pybytes()
-        state.record_session(conn, run_id, session.name, session.streams, schema_bytes)
+        snapshot = _snapshot_now()
+        session = _open_session(source, job, conn, run_id, snapshot)
         offsets: dict[str, int] = {}
         done: dict[str, int] = {}
     else:
+        snapshot = resume.snapshot_time or _snapshot_now()
         session = ReadSession(
             name=resume.session,
             streams=resume.streams,
             arrow_schema=pa.ipc.read_schema(pa.py_buffer(resume.schema)),
-            snapshot_time=None,
+            snapshot_time=resume.snapshot_time,
             estimated_rows=None,
         )
         offsets, done = resume.offsets, resume.rows
@@ -283,43 +323,21 @@ def _run(
         total = min(total, job.limit) if total is not None else job.limit
     progress.start(total, len(session.streams))
     log.info("read session %s: %d streams", session.name, len(session.streams))
-
-    results = {t.name: TableResult(t.name, rows=done.get(t.name, 0)) for t in job.plan.all_tables()}
-    progress.advance(done.get(job.plan.name, 0), 0)
-    lock = threading.Lock()
-    budget = Budget(None if job.limit is None else job.limit - done.get(job.plan.name, 0))
-
-    dead = [done.get(DEAD_LETTERS, 0)]
-
-    def counted(table: str, rows: int, nbytes: int) -> None:
-        with lock:
-            if table == DEAD_LETTERS:
-                dead[0] += rows
-            else:
-                results[table].rows += rows
-                results[table].bytes += nbytes
-        progress.advance(rows if table in (job.plan.name, DEAD_LETTERS) else 0, nbytes)
-
-    load_started = time.perf_counter()
-    if session.streams and not budget.exhausted:
-        with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
-            futures = [
-                pool.submit(
-                    _load_stream,
-                    source,
-                    session,
-                    Ledger(run_id, s, offsets.get(s, 0)),
-                    job,
-                    budget,
-                    counted,
-                )
-                for s in session.streams
-            ]
-            for f in futures:
-                f.result()
-    load_seconds = time.perf_counter() - load_started
-    for r in results.values():
-        r.seconds = load_seconds
+    try:
+        loaded = _load(source, job, session, run_id, offsets, done, progress)
+    except SessionExpiredError as exc:
+        # the offsets mean nothing in a new session: load again from the start, at the same
+        # snapshot (the same data), once
+        log.warning("%s; loading again from the start in a new session at %s", exc, snapshot)
+        progress.phase("the read session expired: loading again at the same snapshot")
+        sides = [ddl.ident(t.schema, physical(job.mode, t)) for t in job.plan.all_tables()]
+        load.with_deadline(
+            conn, PUBLISH_TIMEOUT_S, "emptying the side tables",
+            lambda: state.forget_chunks(conn, run_id, sides),
+        )  # fmt: skip
+        session = _open_session(source, job, conn, run_id, snapshot)
+        progress.start(total, len(session.streams))
+        loaded = _load(source, job, session, run_id, {}, {}, progress)
 
     publish_started = time.perf_counter()
     # the run's connection sat idle during the load: make sure it still answers (it holds the
@@ -327,8 +345,9 @@ def _run(
     load.with_deadline(
         conn, PING_TIMEOUT_S, "the run's connection", lambda: conn.execute("SELECT 1")
     )
+    results = loaded.tables
     rows_loaded = results[job.plan.name].rows
-    rows_read = rows_loaded + dead[0]
+    rows_read = rows_loaded + loaded.dead
     finished = state.finished_sql(
         run_id,
         status="succeeded",
@@ -347,11 +366,60 @@ def _run(
         rows_read=rows_read,
         tables=list(results.values()),
         seconds=0.0,
-        load_seconds=load_seconds,
+        load_seconds=loaded.seconds,
         publish_seconds=publish_seconds,
         duplicates_collapsed=duplicates,
-        dead_letters=dead[0],
+        dead_letters=loaded.dead,
     )
+
+
+def _load(
+    source: Source,
+    job: Job,
+    session: ReadSession,
+    run_id: uuid.UUID,
+    offsets: dict[str, int],
+    done: dict[str, int],
+    progress: Progress,
+) -> _Loaded:
+    """Read every stream of ``session`` from its ``offsets`` and load it; ``done`` holds what
+    the ledger already counts (a resumed run)."""
+    results = {t.name: TableResult(t.name, rows=done.get(t.name, 0)) for t in job.plan.all_tables()}
+    progress.advance(done.get(job.plan.name, 0), 0)
+    lock = threading.Lock()
+    budget = Budget(None if job.limit is None else job.limit - done.get(job.plan.name, 0))
+    dead = [done.get(DEAD_LETTERS, 0)]
+
+    def counted(table: str, rows: int, nbytes: int) -> None:
+        with lock:
+            if table == DEAD_LETTERS:
+                dead[0] += rows
+            else:
+                results[table].rows += rows
+                results[table].bytes += nbytes
+        progress.advance(rows if table in (job.plan.name, DEAD_LETTERS) else 0, nbytes)
+
+    started = time.perf_counter()
+    if session.streams and not budget.exhausted:
+        with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
+            futures = [
+                pool.submit(
+                    _load_stream,
+                    source,
+                    session,
+                    Ledger(run_id, s, offsets.get(s, 0)),
+                    job,
+                    budget,
+                    counted,
+                )
+                for s in session.streams
+            ]
+            for f in futures:
+                f.result()
+    seconds = time.perf_counter() - started
+    for r in results.values():
+        r.seconds = seconds
+    return _Loaded(results, dead[0], seconds)
 
 
 def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> None:

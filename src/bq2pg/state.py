@@ -59,6 +59,10 @@ CREATE TABLE IF NOT EXISTS bq2pg.chunks (
     PRIMARY KEY (run_id, stream, start_offset),
     CHECK (end_offset >= start_offset)
 );
+-- columns added after the first release (state schemas created by older versions get them)
+ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS snapshot_time timestamptz;
+ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS checksum_columns jsonb;
+ALTER TABLE bq2pg.chunks ADD COLUMN IF NOT EXISTS checksums jsonb;
 CREATE TABLE IF NOT EXISTS bq2pg.watermarks (
     target        text PRIMARY KEY,
     column_name   text NOT NULL,
@@ -108,7 +112,7 @@ def lock_target(conn: psycopg.Connection, target: str) -> None:
 
 def interrupted_run(
     conn: psycopg.Connection, target: str, fingerprint: str
-) -> tuple[uuid.UUID, str, list[str], bytes] | None:
+) -> tuple[uuid.UUID, str, list[str], bytes, dt.datetime | None] | None:
     """The run of the same job on ``target`` that stopped without finishing, if any.
 
     Called with the target's lock held, so a run still marked ``running`` is a dead one; a
@@ -116,13 +120,14 @@ def interrupted_run(
     older session has expired, and its offsets mean nothing in a new one.
     """
     row = conn.execute(
-        "SELECT run_id, session, streams, arrow_schema FROM bq2pg.runs WHERE target = %s AND "
+        "SELECT run_id, session, streams, arrow_schema, snapshot_time FROM bq2pg.runs "
+        "WHERE target = %s AND "
         "status IN ('running', 'failed') AND fingerprint = %s AND session IS NOT NULL "
         "AND started_at > now() - make_interval(secs => %s) "
         "ORDER BY started_at DESC LIMIT 1",
         [target, fingerprint, SESSION_LIFETIME_S],
     ).fetchone()
-    return (row[0], row[1], list(row[2]), bytes(row[3])) if row else None
+    return (row[0], row[1], list(row[2]), bytes(row[3]), row[4]) if row else None
 
 
 def abandon_runs(conn: psycopg.Connection, target: str) -> None:
@@ -158,13 +163,32 @@ def start_run(
 
 
 def record_session(
-    conn: psycopg.Connection, run_id: uuid.UUID, session: str, streams: list[str], schema: bytes
+    conn: psycopg.Connection,
+    run_id: uuid.UUID,
+    session: str,
+    streams: list[str],
+    schema: bytes,
+    snapshot_time: dt.datetime | None,
 ) -> None:
     """Remember the run's read session, so that an interrupted run can resume in it."""
     conn.execute(
-        "UPDATE bq2pg.runs SET session = %s, streams = %s, arrow_schema = %s WHERE run_id = %s",
-        [session, Jsonb(streams), schema, run_id],
+        "UPDATE bq2pg.runs SET session = %s, streams = %s, arrow_schema = %s, "
+        "snapshot_time = %s WHERE run_id = %s",
+        [session, Jsonb(streams), schema, snapshot_time, run_id],
     )
+
+
+def forget_chunks(conn: psycopg.Connection, run_id: uuid.UUID, side_tables: list[sql.Composed]):
+    """Empty the run's side tables and forget its ledger and dead letters, in one transaction.
+
+    For a run that must load again from the start (its read session expired: the offsets of
+    its streams mean nothing in a new session).
+    """
+    with conn.transaction():
+        for table in side_tables:
+            conn.execute(sql.SQL("TRUNCATE {}").format(table))
+        conn.execute("DELETE FROM bq2pg.chunks WHERE run_id = %s", [run_id])
+        conn.execute("DELETE FROM bq2pg.dead_letters WHERE run_id = %s", [run_id])
 
 
 def committed(conn: psycopg.Connection, run_id: uuid.UUID) -> tuple[dict[str, int], dict[str, int]]:
