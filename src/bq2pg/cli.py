@@ -144,7 +144,7 @@ def verify(
         state.ensure(conn)
         report = state.verify_target(conn, target)
     _table(report, ["table", "ledger", "rows", "status"], f"verify {target}")
-    if any(r["status"] == "MISMATCH" for r in report):
+    if any(str(r["status"]).startswith("MISMATCH") for r in report):
         raise VerificationError(f"{target} does not hold the rows its runs committed")
 
 
@@ -314,6 +314,12 @@ def _summary(result: pipeline.RunResult) -> None:
         f"publish {result.publish_seconds:,.2f} s; {result.bytes / 1e6:,.1f} MB via COPY, "
         f"{result.streams} stream{'s' if result.streams != 1 else ''}); run {result.run_id}"
     )
+    counted = len(result.tables) - len(result.checksummed)
+    out.print(
+        f"verified against the ledger: row counts of {len(result.tables)} table(s)"
+        + (f", content checksums of {len(result.checksummed)}" if result.checksummed else "")
+        + (f" ({counted} without checksummable columns)" if result.checksummed and counted else "")
+    )
     if result.duplicates_collapsed:
         out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
     if result.dead_letters:
@@ -321,6 +327,15 @@ def _summary(result: pipeline.RunResult) -> None:
             f"[yellow]{result.dead_letters:,} row(s) rejected by PostgreSQL are in "
             f"bq2pg.dead_letters (run {result.run_id}); the other rows loaded"
         )
+
+
+ChecksumOpt = Annotated[
+    bool,
+    typer.Option(
+        "--checksum/--no-checksum",
+        help="Verify a content checksum of every table besides its row count.",
+    ),
+]
 
 
 @app.command()
@@ -350,6 +365,7 @@ def copy(
     lag: Annotated[
         str | None, typer.Option(help="With --incremental: re-read this far back (2h, 1d, 100).")
     ] = None,
+    checksum: ChecksumOpt = True,
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
@@ -371,6 +387,7 @@ def copy(
         drop=drop,
         incremental=incremental,
         lag=lag,
+        checksum=checksum,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"copy {source}", lambda progress: pipeline.copy_table(src, request, progress))
@@ -410,6 +427,7 @@ def patents(
         str, typer.Option(help="The CPC scheme table.")
     ] = "patents-public-data.cpc.definition",
     streams: Annotated[int | None, typer.Option(help="Parallel read streams.", min=1)] = None,
+    checksum: ChecksumOpt = True,
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
@@ -432,6 +450,7 @@ def patents(
         with_cpc_definitions=with_cpc_definitions,
         cpc_source=cpc_source,
         streams=streams or Settings().streams,
+        checksum=checksum,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"patents {source}", lambda progress: patents_module.run(src, request, progress))

@@ -16,7 +16,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import psycopg
 import pyarrow as pa
@@ -24,6 +24,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bq2pg import binary, ddl, load
+from bq2pg.checksum import Checksummer
 from bq2pg.encode import Encoder
 from bq2pg.schema import TablePlan
 
@@ -42,6 +43,8 @@ class Outcome:
     rows: dict[str, int]
     nbytes: dict[str, int]
     dead: int
+    #: Content checksums of the loaded rows per table (empty: not computed).
+    checksums: dict[str, int] = field(default_factory=dict)
 
 
 def _json_default(value: object) -> object:
@@ -69,11 +72,14 @@ def isolate(
     ledger: load.LedgerRow | None,
     run_id: uuid.UUID | None,
     stream: str,
+    summer: Checksummer | None = None,
 ) -> Outcome:
-    """Load ``pieces`` (offset, source rows) in one transaction, dead-lettering bad rows."""
+    """Load ``pieces`` (offset, source rows) in one transaction, dead-lettering bad rows;
+    ``summer`` checksums the rows that load."""
     tables = plan.all_tables()
     names = [t.name for t in tables]
     outcome = Outcome(dict.fromkeys(names, 0), dict.fromkeys(names, 0), 0)
+    sums: dict[str, int | None] = dict.fromkeys(names, 0) if summer else {}
 
     def attempt(offset: int, rows: pa.Table) -> None:
         parts = split(rows)
@@ -104,14 +110,20 @@ def isolate(
         for t in tables:
             outcome.rows[t.name] += parts[t.name].num_rows
             outcome.nbytes[t.name] += payloads[t.name].size
+            if summer is not None:
+                piece = summer.of(t.name, parts[t.name])
+                total = sums[t.name]
+                sums[t.name] = None if piece is None or total is None else total + piece
 
     with conn.transaction():
         for offset, rows in pieces:
             attempt(offset, rows)
+        outcome.checksums = {k: v for k, v in sums.items() if v is not None}
         if ledger is not None:
-            run, stream_name, start, end, _, _ = ledger
+            run, stream_name, start, end, _, _, _ = ledger
             nbytes = sum(outcome.nbytes.values())
-            load.record(conn, (run, stream_name, start, end, outcome.rows, nbytes), outcome.dead)
+            entry = (run, stream_name, start, end, outcome.rows, nbytes, outcome.checksums)
+            load.record(conn, entry, outcome.dead)
     log.warning(
         "%d row(s) of %s dead-lettered (see bq2pg.dead_letters)", outcome.dead, plan.qualified
     )

@@ -36,7 +36,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg import ddl, load, state, watermark
+from bq2pg import checksum, ddl, load, state, watermark
 from bq2pg.config import DEFAULT_STREAMS, redact
 from bq2pg.errors import (
     Bq2pgError,
@@ -57,6 +57,7 @@ PING_TIMEOUT_S = 15.0
 PUBLISH_TIMEOUT_S = float(os.environ.get("BQ2PG_PUBLISH_TIMEOUT_S", 4 * 3600))
 #: Seconds a new run's snapshot lies in the past, for a client clock running ahead of BigQuery's.
 SNAPSHOT_MARGIN_S = 1.0
+_VERIFYING = "verifying row counts and checksums against the ledger"
 #: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
 AFTER_PUBLISH_ATTEMPTS = 5
 
@@ -91,6 +92,8 @@ class RunResult:
     publish_seconds: float
     duplicates_collapsed: int = 0
     resumed: bool = False
+    #: Tables whose content checksum was verified (the others: row counts only).
+    checksummed: list[str] = field(default_factory=list)
     #: Source rows PostgreSQL rejected, kept in ``bq2pg.dead_letters`` (rows_read counts them).
     dead_letters: int = 0
 
@@ -150,6 +153,8 @@ class Job:
     total_rows: int | None = None
     #: The column whose staged maximum becomes the target's watermark when publishing.
     watermark: str | None = None
+    #: Verify content checksums besides row counts (``checksum``).
+    checksum: bool = True
 
 
 def fingerprint(job: Job) -> str:
@@ -304,6 +309,8 @@ def _run(
 ) -> RunResult:
     if resume is None:
         _prepare_targets(conn, job)
+        if job.checksum:
+            state.record_checksum_columns(conn, run_id, _checksum_columns(job))
         snapshot = _snapshot_now()
         session = _open_session(source, job, conn, run_id, snapshot)
         offsets: dict[str, int] = {}
@@ -355,7 +362,7 @@ def _run(
         rows_loaded=rows_loaded,
         bytes_=sum(r.bytes for r in results.values()),
     )
-    duplicates = _publish(conn, job, progress, run_id, finished)
+    duplicates, checksummed = _publish(conn, job, progress, run_id, finished)
     publish_seconds = time.perf_counter() - publish_started
     return RunResult(
         run_id=run_id,
@@ -370,6 +377,7 @@ def _run(
         publish_seconds=publish_seconds,
         duplicates_collapsed=duplicates,
         dead_letters=loaded.dead,
+        checksummed=checksummed,
     )
 
 
@@ -422,27 +430,47 @@ def _load(
     return _Loaded(results, dead[0], seconds)
 
 
-def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> None:
-    """The rows in the load or staging tables equal, per table, what the ledger committed.
+def _checksum_columns(job: Job) -> dict[str, list[tuple[str, str]]]:
+    """Per table of the job, the (name, type) of the columns its checksum covers."""
+    return {
+        t.name: [(c.name, c.pg_type) for c in t.columns if checksum.kind(c.pg_type)]
+        for t in job.plan.all_tables()
+    }
+
+
+def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> list[str]:
+    """The load or staging tables hold, per table, the rows the ledger committed: as many,
+    and (``checksum``) with the same content checksum. Returns the tables checksummed.
 
     Raises:
-        VerificationError: a table holds more or fewer rows than the ledger says.
+        VerificationError: a table's count or checksum differs from the ledger's.
     """
     _, ledger = state.committed(conn, run_id)
-    problems = []
+    sums: dict[str, int] = {}
+    if job.checksum and conn.info.server_version >= checksum.MIN_SERVER_VERSION:
+        sums = state.ledger_checksums(conn, [run_id])
+    columns = _checksum_columns(job)
+    problems, checked = [], []
     for t in job.plan.all_tables():
-        query = sql.SQL("SELECT count(*) FROM {}").format(
-            ddl.ident(t.schema, physical(job.mode, t))
-        )
+        covered = columns[t.name] if t.name in sums else []
+        query = checksum.server_query(t.schema, physical(job.mode, t), covered)
         row = conn.execute(query).fetchone()
         found, wanted = (row[0] if row else 0), ledger.get(t.name, 0)
         if found != wanted:
             problems.append(f"{t.name}: {found:,} rows, the ledger committed {wanted:,}")
+        elif covered and row and int(row[1]) != sums[t.name]:
+            problems.append(
+                f"{t.name}: the content checksum of the stored rows differs from the ledger's "
+                "(values changed between reading and storing)"
+            )
+        elif covered:
+            checked.append(t.name)
     if problems:
         raise VerificationError(
             f"verification of {job.plan.qualified} failed, nothing was published: "
             + "; ".join(problems)
         )
+    return checked
 
 
 def _publish(
@@ -451,7 +479,7 @@ def _publish(
     progress: Progress,
     run_id: uuid.UUID,
     finished: sql.Composed,
-) -> int:
+) -> tuple[int, list[str]]:
     """Verify, then publish with the run's status in the same transaction; index; ANALYZE.
 
     Every statement on the run's connection runs under a deadline, so that a connection gone
@@ -459,6 +487,7 @@ def _publish(
     """
     plan_ = job.plan
     duplicates = 0
+    checked: list[str] = []
 
     def bounded(
         what: str, call: Callable[[], object], seconds: float = PUBLISH_TIMEOUT_S
@@ -466,8 +495,8 @@ def _publish(
         return load.with_deadline(conn, seconds, what, call)
 
     if job.mode == "replace":
-        progress.phase("verifying row counts against the ledger")
-        bounded("verifying", lambda: verify(conn, job, run_id))
+        progress.phase(_VERIFYING)
+        checked = bounded("verifying", lambda: verify(conn, job, run_id))  # type: ignore[assignment]
         keys = [load.primary_key(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
         if keys:
             progress.phase(f"building the primary keys of {len(keys)} table(s)")
@@ -477,8 +506,8 @@ def _publish(
         progress.phase("swapping the new tables in")
         bounded("publishing", lambda: load.publish_replace(conn, plan_, also=[finished]))
     elif job.mode == "merge":
-        progress.phase("verifying row counts against the ledger")
-        bounded("verifying", lambda: verify(conn, job, run_id))
+        progress.phase(_VERIFYING)
+        checked = bounded("verifying", lambda: verify(conn, job, run_id))  # type: ignore[assignment]
         progress.phase("merging the staged rows into the targets")
         also = [finished]
         if job.watermark:  # before the staging tables go, in the same transaction
@@ -486,8 +515,8 @@ def _publish(
             also.insert(0, watermark.advance(plan_, job.watermark, stage, run_id))
         duplicates = int(bounded("merging", lambda: load.publish_merge(conn, plan_, also=also)))  # type: ignore[call-overload]
     else:
-        progress.phase("verifying row counts against the ledger")
-        bounded("verifying", lambda: verify(conn, job, run_id))
+        progress.phase(_VERIFYING)
+        checked = bounded("verifying", lambda: verify(conn, job, run_id))  # type: ignore[assignment]
         progress.phase("appending the staged rows to the targets")
         bounded("appending", lambda: load.publish_append(conn, plan_, also=[finished]))
     # The data and the run's status are committed: what follows improves reading (indexes,
@@ -499,7 +528,7 @@ def _publish(
     if job.after:
         progress.phase(f"building {len(job.after)} index(es)")
     _after_publish(job.database_url, statements, progress)
-    return duplicates
+    return duplicates, checked
 
 
 def _after_publish(database_url: str, statements: list[sql.Composed], progress: Progress) -> None:
@@ -542,4 +571,5 @@ def _load_stream(
         budget=budget,
         counted=counted,
         ledger=ledger,
+        checksum=job.checksum,
     )

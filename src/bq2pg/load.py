@@ -145,8 +145,9 @@ def execute(conn: psycopg.Connection, statements: Iterable[sql.Composed], what: 
         raise translate(exc, what) from exc
 
 
-#: The ledger row of a chunk: run, stream, start and end offsets, rows per table, bytes.
-LedgerRow = tuple[object, str, int, int, dict[str, int], int]
+#: The ledger row of a chunk: run, stream, start and end offsets, rows per table, bytes,
+#: content checksum per table (``checksum``; empty when not computed).
+LedgerRow = tuple[object, str, int, int, dict[str, int], int, dict[str, int]]
 
 #: Negative control of the fault-injection suite (RELIABILITY.md invariant 10): with this
 #: variable set, the ledger row is committed in a transaction of its own after the data, the
@@ -199,11 +200,12 @@ def chunk_committed(conn: psycopg.Connection, run_id: object, stream: str, start
 
 def record(cur: psycopg.Cursor | psycopg.Connection, ledger: LedgerRow, dead: int = 0) -> None:
     """Insert a chunk's ledger row (inside the chunk's transaction)."""
-    run_id, stream, start, end, rows, nbytes = ledger
+    run_id, stream, start, end, rows, nbytes, checksums = ledger
+    sums = Jsonb(checksums) if checksums else None
     cur.execute(
         "INSERT INTO bq2pg.chunks (run_id, stream, start_offset, end_offset, rows, bytes, "
-        "dead_letters) VALUES (%s, %s, %s, %s, %s, %s, %s)",
-        [run_id, stream, start, end, Jsonb(rows), nbytes, dead],
+        "dead_letters, checksums) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        [run_id, stream, start, end, Jsonb(rows), nbytes, dead, sums],
     )
 
 
@@ -389,9 +391,7 @@ def publish_append(
             )
         )
     statements += also
-    statements += [
-        ddl.drop_table(t.schema, side_name(t, STAGE_SUFFIX)) for t in plan.all_tables()
-    ]
+    statements += [ddl.drop_table(t.schema, side_name(t, STAGE_SUFFIX)) for t in plan.all_tables()]
     execute(conn, statements, f"appending to {plan.qualified}")
 
 

@@ -57,6 +57,8 @@ class PatentsRequest:
     with_cpc_definitions: bool = False
     cpc_source: str = CPC_SOURCE
     streams: int = DEFAULT_STREAMS
+    #: Verify content checksums besides row counts.
+    checksum: bool = True
     #: "today" for --recent-days (tests pin it); the UTC date when None.
     today: dt.date | None = None
 
@@ -173,6 +175,7 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
         splitter=lambda: Splitter(plan, full_text=request.full_text),
         after=indexes(plan.schema),
         total_rows=None if where else info.num_rows,
+        checksum=request.checksum,
     )
     result = run_job(source, job, progress)
     if request.with_cpc_definitions:
@@ -185,8 +188,10 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
                 key=("symbol",),
                 mode="replace",
                 streams=request.streams,
+                checksum=request.checksum,
             ),
             progress,
         )
         result.tables += cpc.tables
+        result.checksummed += cpc.checksummed
     return result

@@ -51,6 +51,8 @@ class CopyRequest:
     incremental: str | None = None
     #: Re-read this much below the watermark for late rows (seconds like 2h, or an amount).
     lag: str | None = None
+    #: Verify content checksums besides row counts.
+    checksum: bool = True
 
     def arguments(self) -> dict[str, object]:
         """The request as stored with the run (without the database URL)."""
@@ -130,6 +132,7 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
         mode=request.mode,
         drop=request.drop,
         total_rows=None if where else num_rows,
+        checksum=request.checksum,
     )
     return run_job(source, job, progress)
 

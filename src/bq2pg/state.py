@@ -17,6 +17,7 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
+from bq2pg import checksum
 from bq2pg.errors import ConcurrentRunError, TargetError
 from bq2pg.load import translate
 
@@ -211,6 +212,28 @@ def committed(conn: psycopg.Connection, run_id: uuid.UUID) -> tuple[dict[str, in
     return {k: int(v) for k, v in offsets.items()}, counts
 
 
+def ledger_checksums(conn: psycopg.Connection, run_ids: list[uuid.UUID]) -> dict[str, int]:
+    """Per table, the sum of the content checksums the ledger holds for ``run_ids``; a table
+    that some chunk has no checksum for (not computed, or unreadable rows) is left out."""
+    rows = conn.execute(
+        "WITH c AS (SELECT checksums FROM bq2pg.chunks WHERE run_id = ANY(%s)) "
+        "SELECT key, sum(value::numeric)::text, count(*), (SELECT count(*) FROM c) "
+        "FROM c, jsonb_each_text(c.checksums) GROUP BY key",
+        [run_ids],
+    ).fetchall()
+    return {key: int(total) for key, total, n, chunks in rows if n == chunks}
+
+
+def record_checksum_columns(
+    conn: psycopg.Connection, run_id: uuid.UUID, columns: dict[str, list[tuple[str, str]]]
+) -> None:
+    """Remember which columns (name, type) the run's checksums cover, per table."""
+    conn.execute(
+        "UPDATE bq2pg.runs SET checksum_columns = %s WHERE run_id = %s",
+        [Jsonb(columns), run_id],
+    )
+
+
 def finished_sql(
     run_id: uuid.UUID, *, status: str, rows_read: int, rows_loaded: int, bytes_: int
 ) -> sql.Composed:
@@ -285,24 +308,28 @@ def reset(conn: psycopg.Connection, target: str) -> int:
 
 
 def verify_target(conn: psycopg.Connection, target: str) -> list[dict]:
-    """Row counts of ``target``'s tables against the ledger of the runs that wrote them.
+    """Row counts and content checksums of ``target``'s tables against the ledger of the runs
+    that wrote them.
 
     A replaced table must hold exactly its last run's rows; an appended one the rows of every
-    run since the last replace. Merged tables cannot be checked by counting (upserts) and are
-    reported as such.
+    run since the last replace. Merged tables cannot be checked this way (upserts) and are
+    reported as such. Checksums are compared when every one of those runs computed them over
+    the same columns.
     """
     history = conn.execute(
-        "SELECT run_id, mode FROM bq2pg.runs WHERE target = %s AND status = 'succeeded' "
-        "ORDER BY started_at DESC",
+        "SELECT run_id, mode, checksum_columns FROM bq2pg.runs WHERE target = %s "
+        "AND status = 'succeeded' ORDER BY started_at DESC",
         [target],
     ).fetchall()
     if not history:
         raise TargetError(f"no finished run has loaded {target}")
     runs_since: list[uuid.UUID] = []
-    for run_id, mode in history:
+    layouts = []
+    for run_id, mode, columns in history:
         if mode == "merge":
             return [{"table": target, "status": "merged: counts cannot prove it"}]
         runs_since.append(run_id)
+        layouts.append(columns)
         if mode == "replace":
             break
     ledger: dict[str, int] = dict(
@@ -312,15 +339,23 @@ def verify_target(conn: psycopg.Connection, target: str) -> list[dict]:
             [runs_since],
         ).fetchall()
     )
+    same = all(layout == layouts[0] for layout in layouts) and layouts[0] is not None
+    sums = ledger_checksums(conn, runs_since) if same else {}
+    if conn.info.server_version < checksum.MIN_SERVER_VERSION:
+        sums = {}
     schema = target.split(".", 1)[0]
     report = []
     for table, wanted in sorted(ledger.items()):
-        row = conn.execute(
-            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, table))
-        ).fetchone()
+        columns = [tuple(c) for c in layouts[0].get(table, [])] if table in sums else []
+        row = conn.execute(checksum.server_query(schema, table, columns)).fetchone()  # type: ignore[arg-type]
         found = int(row[0]) if row else 0
+        if found != int(wanted):
+            status = "MISMATCH"
+        elif columns and row and int(row[1]) != sums[table]:
+            status = "MISMATCH (checksum)"
+        else:
+            status = "ok (count, checksum)" if columns else "ok (count)"
         report.append(
-            {"table": f"{schema}.{table}", "ledger": int(wanted), "rows": found,
-             "status": "ok" if found == int(wanted) else "MISMATCH"}
-        )  # fmt: skip
+            {"table": f"{schema}.{table}", "ledger": int(wanted), "rows": found, "status": status}
+        )
     return report

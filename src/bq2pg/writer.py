@@ -29,6 +29,7 @@ from tenacity import (
 )
 
 from bq2pg import deadletter, load, normalize
+from bq2pg.checksum import Checksummer
 from bq2pg.encode import Encoder
 from bq2pg.errors import TransientTargetError
 from bq2pg.schema import TablePlan
@@ -104,14 +105,18 @@ class _Chunk:
     def __init__(self, tables: list[TablePlan], start: int) -> None:
         self.payloads: dict[str, list[pa.Buffer]] = {t.name: [] for t in tables}
         self.rows = dict.fromkeys(self.payloads, 0)
+        #: Content checksum per table (None once a piece could not be checksummed).
+        self.checksums: dict[str, int | None] = dict.fromkeys(self.payloads, 0)
         self.nbytes = 0
         self.start = self.end = start  # source-row offsets in the stream
         self.sources: list[tuple[int, pa.Table]] = []  # kept to isolate rejected rows
 
-    def add(self, table: str, payload: pa.Buffer, rows: int) -> None:
+    def add(self, table: str, payload: pa.Buffer, rows: int, checksum: int | None) -> None:
         self.payloads[table].append(payload)
         self.rows[table] += rows
         self.nbytes += payload.size
+        total = self.checksums[table]
+        self.checksums[table] = None if total is None or checksum is None else total + checksum
 
 
 def _slices(batch: pa.RecordBatch) -> list[pa.RecordBatch]:
@@ -136,6 +141,7 @@ def write_batches(
     counted: Counted | None = None,
     allow_binary: bool = True,
     ledger: Ledger | None = None,
+    checksum: bool = False,
 ) -> None:
     """Load ``batches`` (shaped like the source) into the tables of ``plan``.
 
@@ -156,6 +162,7 @@ def write_batches(
         allow_binary: False forces CSV COPY (benchmarks and tests compare the two).
         ledger: record each chunk in ``bq2pg.chunks``, in the chunk's own transaction;
             ``batches`` then start at ``ledger.offset``.
+        checksum: record each chunk's content checksums in the ledger (``checksum``).
     """
     budget = budget or Budget(None)
     into = into or (lambda t: t.name)
@@ -163,6 +170,7 @@ def write_batches(
     split = make_split()
     tables = plan.all_tables()
     encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
+    summer = Checksummer(tables) if checksum else None
     chunks: queue.Queue[_Chunk | None] = queue.Queue(maxsize=CHUNKS_IN_FLIGHT)
     failed = threading.Event()
     conn = load.connect(database_url)
@@ -198,17 +206,18 @@ def write_batches(
     # the writer thread's own splitter and encoders, made only if rows must be isolated
     isolation: dict[str, Split] = {}
     isolation_encoders = {t.name: Encoder(t.columns, allow_binary=allow_binary) for t in tables}
+    isolation_summer = Checksummer(tables) if checksum else None
 
     def write() -> None:
         try:
             while (chunk := chunks.get()) is not None:
                 parts = [
-                    (t, into(t), chunk.payloads[t.name], encoders[t.name].format)
-                    for t in tables
+                    (t, into(t), chunk.payloads[t.name], encoders[t.name].format) for t in tables
                 ]
                 entry = None
                 if ledger is not None:
                     nbytes = sum(b.size for p in chunk.payloads.values() for b in p)
+                    sums = {k: v for k, v in chunk.checksums.items() if v is not None}
                     entry = (
                         ledger.run_id,
                         ledger.stream,
@@ -216,6 +225,7 @@ def write_batches(
                         chunk.end,
                         chunk.rows,
                         nbytes,
+                        sums if summer else {},
                     )
                 sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
                 rows, dead = chunk.rows, 0
@@ -233,6 +243,7 @@ def write_batches(
                         entry,
                         ledger.run_id if ledger else None,
                         ledger.stream if ledger else "",
+                        isolation_summer,
                     )
                     rows, sizes, dead = outcome.rows, outcome.nbytes, outcome.dead
                 if counted is not None:
@@ -263,7 +274,13 @@ def write_batches(
                     parts = split(source_rows)
                     for t in tables:
                         rows = parts[t.name]
-                        chunk.add(t.name, encoders[t.name].encode(rows), rows.num_rows)
+                        payload = encoders[t.name].encode(rows)
+                        chunk.add(
+                            t.name,
+                            payload,
+                            rows.num_rows,
+                            summer.of(t.name, rows) if summer else None,
+                        )
                     position += piece.num_rows
                     chunk.end = position
                     if chunk.nbytes >= COPY_CHUNK_BYTES:
@@ -280,4 +297,7 @@ def write_batches(
             finally:
                 for e in (*encoders.values(), *isolation_encoders.values()):
                     e.close()
+                for owner in (summer, isolation_summer):
+                    if owner is not None:
+                        owner.close()
                 conn.close()
