@@ -9,6 +9,7 @@ so memory stays bounded whatever the row count.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -122,21 +123,31 @@ def export(
     )
     conn = load.connect(database_url)
     rows = 0
+    # written beside the target and renamed over it only when complete: a failed export
+    # (disk full, lost connection) leaves no half-written file behind
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         with conn.transaction(), conn.cursor() as cur:
             cur.execute("SET TRANSACTION READ ONLY")
             with cur.copy(statement) as copy:
                 if suffix == ".csv":
-                    with open(path, "wb") as out:
+                    with open(partial, "wb") as out:
                         for block in copy:
                             out.write(block)
                             rows += bytes(block).count(b"\n")
                     rows -= 1  # the header line
                 else:
-                    rows = _write_parquet(_CopyReader(iter(copy)), path, progress)
+                    rows = _write_parquet(_CopyReader(iter(copy)), partial, progress)
+        os.replace(partial, path)
     except psycopg.Error as exc:
         raise load.translate(exc, f"exporting features from {schema}") from exc
+    except OSError as exc:
+        raise ConfigError(
+            f"--to {path}: could not write the file ({exc.strerror or exc}); nothing was "
+            "written: free some space or choose another --to"
+        ) from exc
     finally:
+        partial.unlink(missing_ok=True)
         conn.close()
     return rows
 

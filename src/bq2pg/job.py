@@ -238,7 +238,11 @@ def _find_resume(conn: psycopg.Connection, job: Job) -> _Resume | None:
 
 def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
     plan_ = job.plan
-    statements = [ddl.create_schema(plan_.schema)]
+    try:
+        state.ensure_schema(conn, plan_.schema)
+    except psycopg.Error as exc:
+        raise load.translate(exc, f"creating the schema {plan_.schema}") from exc
+    statements: list[sql.Composed] = []
     tables = plan_.all_tables()
     if job.drop:  # replace drops the targets only when publishing; --drop means now
         statements += [ddl.drop_table(t.schema, t.name) for t in tables]

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import psycopg
 import pyarrow as pa
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.types.json import Jsonb
 
 from bq2pg import binary, ddl
@@ -66,12 +67,39 @@ def deadletter_classes(exc: psycopg.Error) -> bool:
     return (getattr(exc, "sqlstate", None) or "")[:2] in ("22", "23", "54")
 
 
+#: A failed connection carries no SQLSTATE: libpq's messages that mean the server or the
+#: client refused it (wrong password, pg_hba, unknown database or role, TLS certificate), so
+#: that retrying cannot help.
+REFUSED_AT_CONNECT = (
+    "password authentication failed",
+    "no pg_hba.conf entry",
+    "does not exist",
+    "permission denied",
+    "certificate",
+    "channel binding",
+    "does not support ssl",
+    "invalid sslmode",
+    "invalid connection option",
+    "invalid uri",
+    "authentication method",
+)
+#: Hints added to errors by SQLSTATE.
+HINTS = {
+    "53100": "free space on the PostgreSQL server's disk, then run the same command again "
+    "(it resumes from its ledger)",
+}
+
+
 def translate(exc: psycopg.Error, what: str) -> TargetError:
     """One place where psycopg errors become bq2pg errors (messages are redacted)."""
     state = getattr(exc, "sqlstate", None) or ""
     message = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
     text = f"{what}: {message}" + (f" (SQLSTATE {state})" if state else "")
+    if state in HINTS:
+        text += f"; {HINTS[state]}"
     if isinstance(exc, psycopg.OperationalError) and not state.startswith("28"):
+        if not state and any(m in str(exc).lower() for m in REFUSED_AT_CONNECT):
+            return TargetError(text)
         return TransientTargetError(text)
     if state[:2] in TRANSIENT_SQLSTATE_CLASSES:
         return TransientTargetError(text)
@@ -79,12 +107,19 @@ def translate(exc: psycopg.Error, what: str) -> TargetError:
 
 
 def connect(url: str) -> psycopg.Connection:
-    """An autocommit connection with pinned session settings and a UTF8 server check."""
+    """An autocommit connection with pinned session settings and a UTF8 server check.
+
+    The URL's own ``options`` are kept; the pinned settings come after them, so they win.
+    """
+    try:
+        own = conninfo_to_dict(url).get("options")
+    except psycopg.Error as exc:
+        raise translate(exc, "reading the PostgreSQL URL") from None
     try:
         conn = psycopg.connect(
             url,
             autocommit=True,
-            options=SESSION_OPTIONS,
+            options=f"{own} {SESSION_OPTIONS}" if own else SESSION_OPTIONS,
             client_encoding="UTF8",
             connect_timeout=CONNECT_TIMEOUT_S,
             application_name="bq2pg",

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Sequence
 
 import psycopg
 from psycopg import sql
@@ -28,7 +29,6 @@ SESSION_LIFETIME_S = 5 * 3600
 STATE_DDL_LOCK = 0x627132706700
 
 _DDL = """
-CREATE SCHEMA IF NOT EXISTS bq2pg;
 CREATE TABLE IF NOT EXISTS bq2pg.runs (
     run_id       uuid PRIMARY KEY,
     source       text NOT NULL,
@@ -86,14 +86,44 @@ CREATE TABLE IF NOT EXISTS bq2pg.dead_letters (
 """
 
 
+#: The newest state columns: when they exist, the state needs no DDL (so that a role that
+#: may only read, or may not create schemas, can use bq2pg's state as it is).
+_NEWEST = [("runs", "snapshot_time"), ("runs", "checksum_columns"), ("chunks", "checksums")]
+
+
 def ensure(conn: psycopg.Connection) -> None:
-    """Create the state schema and tables if they are missing."""
+    """Create the state schema and tables if they are missing (or add newer columns).
+
+    Nothing is created when everything exists: a DBA may create the ``bq2pg`` schema for a
+    loader role that has no CREATE on the database.
+    """
     try:
+        found = conn.execute(
+            "SELECT count(*) FROM pg_attribute WHERE NOT attisdropped AND attnum > 0 AND "
+            "(attrelid, attname) IN (SELECT to_regclass('bq2pg.' || t), c "
+            "FROM unnest(%s::text[], %s::text[]) AS n(t, c)) "
+            "UNION ALL SELECT count(*) FROM unnest(ARRAY['bq2pg.watermarks', "
+            "'bq2pg.dead_letters']) AS t(name) WHERE to_regclass(name) IS NOT NULL",
+            [[t for t, _ in _NEWEST], [c for _, c in _NEWEST]],
+        ).fetchall()
+        if [r[0] for r in found] == [len(_NEWEST), 2]:
+            return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [STATE_DDL_LOCK])
+            ensure_schema(conn, "bq2pg")
             conn.execute(_DDL)
     except psycopg.Error as exc:
         raise translate(exc, "creating bq2pg's state tables") from exc
+
+
+def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
+    """``CREATE SCHEMA`` only when ``schema`` is missing: PostgreSQL checks the CREATE
+    privilege on the database even for ``IF NOT EXISTS``."""
+    row = conn.execute(
+        "SELECT to_regnamespace(%s) IS NULL", [sql.Identifier(schema).as_string(conn)]
+    ).fetchone()
+    if row and row[0]:
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
 
 
 def lock_target(conn: psycopg.Connection, target: str) -> None:
@@ -179,7 +209,9 @@ def record_session(
     )
 
 
-def forget_chunks(conn: psycopg.Connection, run_id: uuid.UUID, side_tables: list[sql.Composed]):
+def forget_chunks(
+    conn: psycopg.Connection, run_id: uuid.UUID, side_tables: Sequence[sql.Composable]
+) -> None:
     """Empty the run's side tables and forget its ledger and dead letters, in one transaction.
 
     For a run that must load again from the start (its read session expired: the offsets of
@@ -347,7 +379,7 @@ def verify_target(conn: psycopg.Connection, target: str) -> list[dict]:
     report = []
     for table, wanted in sorted(ledger.items()):
         columns = [tuple(c) for c in layouts[0].get(table, [])] if table in sums else []
-        row = conn.execute(checksum.server_query(schema, table, columns)).fetchone()  # type: ignore[arg-type]
+        row = conn.execute(checksum.server_query(schema, table, columns)).fetchone()
         found = int(row[0]) if row else 0
         if found != int(wanted):
             status = "MISMATCH"

@@ -21,6 +21,7 @@ from typing import Literal
 
 import pyarrow as pa
 from tenacity import (
+    RetryCallState,
     Retrying,
     retry_if_exception_type,
     stop_after_attempt,
@@ -59,6 +60,16 @@ WRITE_RETRY_ATTEMPTS = 8
 WRITE_RETRY_SECONDS = 120.0
 
 log = logging.getLogger(__name__)
+
+
+def _log_retry(state: RetryCallState) -> None:
+    """Say why a chunk is retried, and when."""
+    error = state.outcome.exception() if state.outcome else None
+    wait = state.next_action.sleep if state.next_action else 0.0
+    log.warning(
+        "%s; reconnecting to PostgreSQL to retry the chunk in %.1f s (attempt %d of %d)",
+        error, wait, state.attempt_number + 1, WRITE_RETRY_ATTEMPTS,
+    )  # fmt: skip
 
 
 class Budget:
@@ -186,11 +197,11 @@ def write_batches(
             retry=retry_if_exception_type(TransientTargetError),
             stop=stop_after_attempt(WRITE_RETRY_ATTEMPTS) | stop_after_delay(WRITE_RETRY_SECONDS),
             wait=wait_exponential_jitter(multiplier=0.5, max=10),
+            before_sleep=_log_retry,
             reraise=True,
         ):
             with attempt:
                 if attempt.retry_state.attempt_number > 1:
-                    log.warning("reconnecting to PostgreSQL to retry a chunk")
                     conn.close()
                     conn = load.connect(database_url)
                     if ledger is not None and load.chunk_committed(
