@@ -37,6 +37,7 @@ import pyarrow as pa
 from psycopg import sql
 
 from bq2pg import checksum, ddl, load, state, watermark
+from bq2pg.breaker import CircuitBreaker
 from bq2pg.config import DEFAULT_STREAMS, redact
 from bq2pg.errors import (
     Bq2pgError,
@@ -411,6 +412,7 @@ def _load(
                 results[table].bytes += nbytes
         progress.advance(rows if table in (job.plan.name, DEAD_LETTERS) else 0, nbytes)
 
+    breaker = CircuitBreaker()  # one for the run: its streams share one target
     started = time.perf_counter()
     if session.streams and not budget.exhausted:
         with ThreadPoolExecutor(len(session.streams), thread_name_prefix="bq2pg-stream") as pool:
@@ -423,6 +425,7 @@ def _load(
                     job,
                     budget,
                     counted,
+                    breaker,
                 )
                 for s in session.streams
             ]
@@ -564,6 +567,7 @@ def _load_stream(
     job: Job,
     budget: Budget,
     counted: Callable[[str, int, int], None],
+    breaker: CircuitBreaker,
 ) -> None:
     """Read one stream from its first uncommitted row to its end (or the --limit); load it."""
     write_batches(
@@ -576,4 +580,5 @@ def _load_stream(
         counted=counted,
         ledger=ledger,
         checksum=job.checksum,
+        breaker=breaker,
     )

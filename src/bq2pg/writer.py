@@ -30,6 +30,7 @@ from tenacity import (
 )
 
 from bq2pg import deadletter, load, normalize
+from bq2pg.breaker import CircuitBreaker
 from bq2pg.checksum import Checksummer
 from bq2pg.encode import Encoder
 from bq2pg.errors import TransientTargetError
@@ -153,6 +154,7 @@ def write_batches(
     allow_binary: bool = True,
     ledger: Ledger | None = None,
     checksum: bool = False,
+    breaker: CircuitBreaker | None = None,
 ) -> None:
     """Load ``batches`` (shaped like the source) into the tables of ``plan``.
 
@@ -174,9 +176,11 @@ def write_batches(
         ledger: record each chunk in ``bq2pg.chunks``, in the chunk's own transaction;
             ``batches`` then start at ``ledger.offset``.
         checksum: record each chunk's content checksums in the ledger (``checksum``).
+        breaker: the run's circuit breaker, shared by its streams (one of its own if None).
     """
     budget = budget or Budget(None)
     into = into or (lambda t: t.name)
+    breaker = breaker or CircuitBreaker()
     make_split = splitter or (lambda: partial(normalize.split, plan=plan))
     split = make_split()
     tables = plan.all_tables()
@@ -201,17 +205,27 @@ def write_batches(
             reraise=True,
         ):
             with attempt:
-                if attempt.retry_state.attempt_number > 1:
-                    conn.close()
-                    conn = load.connect(database_url)
-                    if ledger is not None and load.chunk_committed(
-                        conn, ledger.run_id, ledger.stream, chunk.start
-                    ):
-                        return False
-                load.with_deadline(
-                    conn, load.WRITE_TIMEOUT_S, "COPY of a chunk",
-                    partial(load.copy_chunk, conn, parts, entry),
-                )  # fmt: skip
+                breaker.before()  # fails at once while the target keeps failing
+                try:
+                    if attempt.retry_state.attempt_number > 1:
+                        conn.close()
+                        conn = load.connect(database_url)
+                        if ledger is not None and load.chunk_committed(
+                            conn, ledger.run_id, ledger.stream, chunk.start
+                        ):
+                            breaker.success()
+                            return False
+                    load.with_deadline(
+                        conn, load.WRITE_TIMEOUT_S, "COPY of a chunk",
+                        partial(load.copy_chunk, conn, parts, entry),
+                    )  # fmt: skip
+                except TransientTargetError:
+                    breaker.failure()
+                    raise
+                except BaseException:
+                    breaker.success()  # the server answered (a rejected row): it is up
+                    raise
+                breaker.success()
         return True
 
     # the writer thread's own splitter and encoders, made only if rows must be isolated
