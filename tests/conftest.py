@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 import warnings
@@ -105,3 +107,24 @@ def patents_file(name: str) -> Path:
     if not path.exists():
         pytest.skip(f"{path} is absent: the real patents samples live in ../shared/patents/")
     return path
+
+
+def bq2pg_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "bq2pg", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        check=False,
+    )
+
+
+@pytest.fixture
+def emulator_env(emu) -> dict[str, str]:
+    return {
+        "BQ2PG_BIGQUERY_ENDPOINT": emu.rest_url,
+        "BQ2PG_BIGQUERY_STORAGE_ENDPOINT": emu.grpc_endpoint,
+        "BQ2PG_PROJECT": "bq2pg-test",
+    }

@@ -48,8 +48,7 @@ from bq2pg import CopyRequest, copy_table, load, patents, publications
 from bq2pg.errors import TargetError, TransientTargetError
 from bq2pg.patents import PatentsRequest
 from bq2pg.schema import Field
-from conftest import make_table, patents_file
-from test_cli import bq2pg_cmd
+from conftest import bq2pg_cmd, make_table, patents_file
 from test_security import CANARY
 
 UTC = dt.UTC

@@ -2,38 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 
 import bq2pg
 from bq2pg.schema import Field
-from conftest import make_table
+from conftest import bq2pg_cmd, make_table
 
 CANARY = "CANARY-7f3a9c"
-
-
-def bq2pg_cmd(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "bq2pg", *args],
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=timeout,
-        check=False,
-    )
-
-
-@pytest.fixture
-def emulator_env(emu) -> dict[str, str]:
-    return {
-        "BQ2PG_BIGQUERY_ENDPOINT": emu.rest_url,
-        "BQ2PG_BIGQUERY_STORAGE_ENDPOINT": emu.grpc_endpoint,
-        "BQ2PG_PROJECT": "bq2pg-test",
-    }
 
 
 def test_public_api_is_pinned():

@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from bq2pg.schema import Field
-from conftest import make_table
-from test_cli import bq2pg_cmd
+from conftest import bq2pg_cmd, make_table
 
 CANARY = "CANARY-7f3a-9c1e"
 

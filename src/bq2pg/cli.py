@@ -95,6 +95,35 @@ def dlq_show(
         out.print(f"{key}: {value}", markup=False, highlight=False, soft_wrap=True)
 
 
+@dlq_app.command("replay")
+def dlq_replay(
+    target: Annotated[str, typer.Argument(help="SCHEMA.TABLE whose dead letters to replay.")],
+    database: DatabaseOpt = None,
+    letter_ids: Annotated[
+        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
+    ] = None,
+    project: ProjectOpt = None,
+    bigquery_endpoint: EndpointOpt = None,
+    bigquery_storage_endpoint: StorageEndpointOpt = None,
+) -> None:
+    """Load dead-lettered rows again, once the target or the mapping is fixed."""
+    from bq2pg import load, replay, state
+
+    with load.connect(_database_url(database)) as conn:
+        state.ensure(conn)
+        done = replay.replay(
+            conn,
+            target,
+            lambda: _source(project, bigquery_endpoint, bigquery_storage_endpoint),
+            letter_ids or None,
+        )
+    out.print(f"{len(done.loaded):,} dead letter(s) replayed into {target}")
+    for letter_id, error in sorted(done.failed.items()):
+        err.print(f"[yellow]dead letter {letter_id} failed again: {error}", markup=True)
+    if done.failed:
+        raise typer.Exit(DEAD_LETTER_EXIT_CODE)
+
+
 @dlq_app.command("purge")
 def dlq_purge(
     database: DatabaseOpt = None,

@@ -142,7 +142,7 @@ def _dead_letter(
     diag = exc.diag
     conn.execute(
         "INSERT INTO bq2pg.dead_letters (run_id, stream, row_offset, target, sqlstate, error, "
-        "context, raw) VALUES (%s, %s, %s, %s, %s, %s, %s, %s)",
+        "context, raw, source_row) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
         [
             run_id,
             stream,
@@ -152,7 +152,113 @@ def _dead_letter(
             diag.message_primary or str(exc),
             diag.context,
             raw_row(row),
+            _ipc(row),
         ],
+    )
+
+
+def _ipc(row: pa.Table) -> bytes:
+    """The source row exactly as read (Arrow IPC), so that it can be replayed."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, row.schema) as writer:
+        writer.write_table(row)
+    return sink.getvalue().to_pybytes()
+
+
+@dataclass
+class Replayed:
+    """What a replay did: rows loaded (and their dead letters deleted), rows still failing."""
+
+    loaded: list[int] = field(default_factory=list)
+    failed: dict[int, str] = field(default_factory=dict)
+
+
+def pending(conn: psycopg.Connection, target: str, ids: list[int] | None = None) -> list[dict]:
+    """The dead letters of ``target`` (or only ``ids``) with the arguments of their runs."""
+    query = sql.SQL(
+        "SELECT d.id, d.run_id, d.stream, d.row_offset, d.source_row, r.arguments, r.mode "
+        "FROM bq2pg.dead_letters d "
+        "LEFT JOIN bq2pg.runs r USING (run_id) WHERE d.target = {} {} ORDER BY d.id"
+    ).format(
+        sql.Literal(target),
+        sql.SQL("AND d.id = ANY({})").format(sql.Literal(ids)) if ids else sql.SQL(""),
+    )
+    with conn.cursor(row_factory=dict_row) as cur:
+        return list(cur.execute(query).fetchall())
+
+
+def replay(
+    conn: psycopg.Connection,
+    plan: TablePlan,
+    split: Callable[[pa.Table], dict[str, pa.Table]],
+    letters: list[dict],
+) -> Replayed:
+    """Load dead-lettered rows again into ``plan``'s tables (after the user fixed the target
+    or the mapping), each row with its child rows under a savepoint, in one transaction: a
+    row that loads leaves ``bq2pg.dead_letters``; one that fails again stays, with its new
+    error. A replayed row is recorded in the ledger of its run (stream ``replay:<stream>``),
+    so that ``bq2pg verify`` counts it."""
+    tables = plan.all_tables()
+    encoders = {t.name: Encoder(t.columns) for t in tables}
+    summer = Checksummer(tables)
+    done = Replayed()
+    try:
+        with conn.transaction():
+            for letter in letters:
+                if letter["source_row"] is None:
+                    done.failed[letter["id"]] = "no copy of the source row (an older bq2pg)"
+                    continue
+                rows = pa.ipc.open_stream(pa.py_buffer(letter["source_row"])).read_all()
+                parts = split(rows)
+                try:
+                    with conn.transaction(), conn.cursor() as cur:
+                        for t in tables:
+                            if parts[t.name].num_rows == 0:
+                                continue
+                            payload = encoders[t.name].encode(parts[t.name])
+                            fmt = encoders[t.name].format  # known after encode()
+                            with cur.copy(ddl.copy_from_stdin(t, format=fmt)) as copy:
+                                if fmt == "binary":
+                                    copy.write(binary.SIGNATURE)
+                                copy.write(memoryview(payload))
+                                if fmt == "binary":
+                                    copy.write(binary.TRAILER)
+                        cur.execute("DELETE FROM bq2pg.dead_letters WHERE id = %s", [letter["id"]])
+                        if letter["run_id"] is not None:
+                            load.record(cur, _replay_entry(letter, parts, summer))
+                except psycopg.Error as exc:
+                    if not is_row_error(exc):
+                        raise
+                    message = exc.diag.message_primary or str(exc)
+                    conn.execute(
+                        "UPDATE bq2pg.dead_letters SET sqlstate = %s, error = %s, context = %s "
+                        "WHERE id = %s",
+                        [exc.sqlstate, message, exc.diag.context, letter["id"]],
+                    )
+                    done.failed[letter["id"]] = message
+                else:
+                    done.loaded.append(letter["id"])
+    except psycopg.Error as exc:
+        raise load.translate(exc, f"replaying dead letters into {plan.qualified}") from exc
+    finally:
+        for e in encoders.values():
+            e.close()
+        summer.close()
+    return done
+
+
+def _replay_entry(letter: dict, parts: dict[str, pa.Table], summer: Checksummer) -> load.LedgerRow:
+    """The ledger row of one replayed source row (its parent and child rows)."""
+    offset = letter["row_offset"] or 0
+    sums = {name: summer.of(name, rows) for name, rows in parts.items()}
+    return (
+        letter["run_id"],
+        f"replay:{letter['stream']}",
+        offset,
+        offset + 1,
+        {name: rows.num_rows for name, rows in parts.items()},
+        0,
+        {k: v for k, v in sums.items() if v is not None},
     )
 
 
@@ -181,7 +287,11 @@ def listing(
 def show(conn: psycopg.Connection, letter_id: int) -> dict | None:
     """One dead letter with its error context and raw row."""
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute("SELECT * FROM bq2pg.dead_letters WHERE id = %s", [letter_id]).fetchone()
+        return cur.execute(
+            "SELECT id, run_id, stream, row_offset, target, sqlstate, error, context, raw, "
+            "created_at FROM bq2pg.dead_letters WHERE id = %s",
+            [letter_id],
+        ).fetchone()
 
 
 def purge(conn: psycopg.Connection, *, target: str | None = None, run_id: str | None = None) -> int:

@@ -264,7 +264,17 @@ def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
         # Staging is logged: crash recovery empties UNLOGGED tables, and the ledger would then
         # count rows that are gone.
         side = physical(job.mode, t)
-        create += [ddl.drop_table(t.schema, side), ddl.create_table(t, name=side)]
+        create.append(ddl.drop_table(t.schema, side))
+        if job.mode == "append":
+            # the target's CHECK and NOT NULL constraints too, so that a row they reject is
+            # dead-lettered at COPY time instead of failing the whole publish
+            create.append(
+                sql.SQL(
+                    "CREATE TABLE {} (LIKE {} INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
+                ).format(ddl.ident(t.schema, side), ddl.ident(t.schema, t.name))
+            )
+        else:
+            create.append(ddl.create_table(t, name=side))
     load.execute(conn, create, f"creating {plan_.qualified}")
 
 

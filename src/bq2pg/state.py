@@ -60,10 +60,6 @@ CREATE TABLE IF NOT EXISTS bq2pg.chunks (
     PRIMARY KEY (run_id, stream, start_offset),
     CHECK (end_offset >= start_offset)
 );
--- columns added after the first release (state schemas created by older versions get them)
-ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS snapshot_time timestamptz;
-ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS checksum_columns jsonb;
-ALTER TABLE bq2pg.chunks ADD COLUMN IF NOT EXISTS checksums jsonb;
 CREATE TABLE IF NOT EXISTS bq2pg.watermarks (
     target        text PRIMARY KEY,
     column_name   text NOT NULL,
@@ -83,12 +79,22 @@ CREATE TABLE IF NOT EXISTS bq2pg.dead_letters (
     raw           text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+-- columns added after the first release (state schemas created by older versions get them)
+ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS snapshot_time timestamptz;
+ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS checksum_columns jsonb;
+ALTER TABLE bq2pg.chunks ADD COLUMN IF NOT EXISTS checksums jsonb;
+ALTER TABLE bq2pg.dead_letters ADD COLUMN IF NOT EXISTS source_row bytea;
 """
 
 
 #: The newest state columns: when they exist, the state needs no DDL (so that a role that
 #: may only read, or may not create schemas, can use bq2pg's state as it is).
-_NEWEST = [("runs", "snapshot_time"), ("runs", "checksum_columns"), ("chunks", "checksums")]
+_NEWEST = [
+    ("runs", "snapshot_time"),
+    ("runs", "checksum_columns"),
+    ("chunks", "checksums"),
+    ("dead_letters", "source_row"),
+]
 
 
 def ensure(conn: psycopg.Connection) -> None:
