@@ -3,7 +3,8 @@
 ``python -m faults [--trials N] [--seed S]`` starts its own embedded PostgreSQL and emulator,
 seeds generated publications, then runs N trials of each scenario with random kill moments
 (``kill -9`` of the loader up to 3 times per trial; PostgreSQL crash-restart once; TCP resets
-up to 3 times and a black hole once, through a proxy), plus the negative control, and writes
+up to 3 times and a black hole once, through a proxy; the target's tablespace on a small
+tmpfs that fills mid-load and is then grown), plus the negative control, and writes
 one row per scenario (RELIABILITY.md c.4).
 """
 
@@ -24,7 +25,7 @@ from psycopg import sql
 
 from bq2pg import emulator, generate, publications
 from bq2pg.source import Source, TableRef, create_table, load_arrow
-from faults import harness
+from faults import diskfull, harness
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "faults.md"
 
@@ -57,9 +58,15 @@ def main() -> None:
                 zip(rows.column("publication_number").to_pylist(), lengths, strict=True)
             )
             for n in range(args.trials):
-                for scenario in ("kill", "restart", "reset", "blackhole"):
+                for scenario in ("kill", "restart", "reset", "blackhole", "diskfull"):
                     schema = f"f_{uuid.uuid4().hex[:10]}"
-                    if scenario == "kill":
+                    if scenario == "diskfull":
+                        try:
+                            trial = diskfull.grow_trial(emu, url, table_id, expected, schema, rng)
+                        except diskfull.Unsupported as exc:  # not root, no tmpfs
+                            print(f"skipping disk full: {exc}", flush=True)
+                            continue
+                    elif scenario == "kill":
                         trial = harness.kill_trial(emu, url, table_id, expected, schema, rng)
                     elif scenario == "restart":
                         trial = harness.restart_trial(emu, url, table_id, expected, schema, rng)
