@@ -257,10 +257,17 @@ def _prepare_targets(conn: psycopg.Connection, job: Job) -> None:
     load.execute(conn, statements, f"preparing {plan_.qualified}")
     create: list[sql.Composed] = []
     for t in tables:
-        if not load.check_compatible(conn, t):
+        added = load.check_compatible(conn, t)
+        if added is None:
             create.append(ddl.create_table(t))
             if t.key:
                 create.append(ddl.add_primary_key(t))
+        elif added:
+            log.warning(
+                "%s.%s: the source has new column(s) %s: adding them (earlier rows get NULL)",
+                t.schema, t.name, ", ".join(c.name for c in added),
+            )  # fmt: skip
+            create.append(load.add_columns(t, added))
         # Staging is logged: crash recovery empties UNLOGGED tables, and the ledger would then
         # count rows that are gone.
         side = physical(job.mode, t)

@@ -26,7 +26,7 @@ from psycopg.types.json import Jsonb
 from bq2pg import binary, ddl
 from bq2pg.config import redact
 from bq2pg.errors import TargetError, TargetMismatchError, TransientTargetError
-from bq2pg.schema import TablePlan, normalize_identifier
+from bq2pg.schema import Column, TablePlan, normalize_identifier
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -285,31 +285,49 @@ def check_rls(conn: psycopg.Connection, plan: TablePlan) -> None:
         )
 
 
-def check_compatible(conn: psycopg.Connection, plan: TablePlan) -> bool:
-    """True if the target exists and matches ``plan``; False if it does not exist.
+def check_compatible(conn: psycopg.Connection, plan: TablePlan) -> list[Column] | None:
+    """How the existing target fits ``plan``: None when it does not exist, else the source's
+    new columns it lacks (nullable ones, to add: RELIABILITY.md b.34).
+
+    Columns the target has and the source no longer sends are kept (new rows get NULL);
+    a renamed column looks like one dropped and one added.
 
     Raises:
-        TargetMismatchError: the table exists with other columns or types, or with row-level
-            security.
+        TargetMismatchError: a column has another type, a missing column is NOT NULL, or the
+            table has row-level security.
     """
     check_rls(conn, plan)
     found = existing_columns(conn, plan.schema, plan.name)
     if found is None:
-        return False
-    wanted = {c.name: _TYPE_SPELLINGS.get(c.pg_type, c.pg_type) for c in plan.columns}
-    problems = []
-    for name, pg_type in wanted.items():
-        if name not in found:
-            problems.append(f"column {name!r} is missing")
-        elif found[name].replace(", ", ",") != pg_type.replace(", ", ","):
-            problems.append(f"column {name!r} is {found[name]}, the source needs {pg_type}")
+        return None
+    problems, added = [], []
+    for c in plan.columns:
+        pg_type = _TYPE_SPELLINGS.get(c.pg_type, c.pg_type)
+        if c.name not in found:
+            if c.not_null:
+                problems.append(f"column {c.name!r} ({pg_type} NOT NULL) is missing")
+            else:
+                added.append(c)
+        elif found[c.name].replace(", ", ",") != pg_type.replace(", ", ","):
+            problems.append(f"column {c.name!r} is {found[c.name]}, the source needs {pg_type}")
     if problems:
         raise TargetMismatchError(
             f"target table {plan.qualified} does not match the source: "
             + "; ".join(problems)
             + ". Use --drop to recreate it, or --mode replace"
         )
-    return True
+    return added
+
+
+def add_columns(plan: TablePlan, columns: list[Column]) -> sql.Composed:
+    """``ALTER TABLE ... ADD COLUMN`` for the source's new (nullable) columns."""
+    return sql.SQL("ALTER TABLE {} {}").format(
+        ddl.ident(plan.schema, plan.name),
+        sql.SQL(", ").join(
+            sql.SQL("ADD COLUMN {} {}").format(sql.Identifier(c.name), sql.SQL(c.pg_type))
+            for c in columns
+        ),
+    )
 
 
 def side_name(plan: TablePlan, suffix: str) -> str:
