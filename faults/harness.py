@@ -11,20 +11,33 @@ source's.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
 from psycopg import sql
 
 ROWS = 20000
 #: Small chunks, so that a run commits many of them and kills land between commits.
 CHUNK_BYTES = 512 * 1024
+
+
+#: One source row in this many gets a NUL in its country code: PostgreSQL rejects it, so it
+#: must end up in bq2pg.dead_letters exactly once (RELIABILITY.md c.3: DLQ rows = planted).
+PLANT_EVERY = 1000
+#: ``expected`` maps a planted row's key to this instead of its cpc length.
+PLANTED = -1
+#: Exit codes of a loader run that finished: 0, or 8 (finished with dead letters).
+FINISHED = (0, 8)
 
 
 @dataclass
@@ -35,6 +48,29 @@ class Oracle:
     lost: int
     duplicated: int
     corrupted: int
+    #: Rows in bq2pg.dead_letters for the target, and how many are not exactly the planted
+    #: rows (a planted row missing or twice there, another row there, or a planted row loaded).
+    dead: int = 0
+    dead_wrong: int = 0
+
+
+def plant(rows: pa.Table) -> tuple[pa.Table, set[str]]:
+    """``rows`` with a NUL planted in the country code of every :data:`PLANT_EVERY`-th row."""
+    codes = rows.column("country_code").to_pylist()
+    numbers = rows.column("publication_number").to_pylist()
+    planted = set()
+    for i in range(PLANT_EVERY // 2, len(codes), PLANT_EVERY):
+        codes[i] = "U\x00S"
+        planted.add(numbers[i])
+    index = rows.schema.get_field_index("country_code")
+    return rows.set_column(index, "country_code", pa.array(codes, pa.string())), planted
+
+
+def expectation(rows: pa.Table, planted: set[str]) -> dict[str, int]:
+    """publication_number -> cpc array length, or :data:`PLANTED`."""
+    lengths = pc.list_value_length(rows.column("cpc")).to_pylist()
+    numbers = rows.column("publication_number").to_pylist()
+    return {n: PLANTED if n in planted else k for n, k in zip(numbers, lengths, strict=True)}
 
 
 def loader(emu, pg_url: str, table_id: str, target: str, **env: str) -> subprocess.Popen[bytes]:
@@ -90,19 +126,31 @@ def target_rows(pg: psycopg.Connection, schema: str) -> int:
 
 
 def oracle(pg: psycopg.Connection, schema: str, expected: dict[str, int]) -> Oracle:
-    """Compare ``schema.pubs`` with ``expected`` (publication_number -> cpc array length)."""
+    """Compare ``schema.pubs`` with ``expected`` (publication_number -> cpc array length, or
+    :data:`PLANTED` for a row that must be dead-lettered)."""
     rows = pg.execute(
         sql.SQL("SELECT publication_number, jsonb_array_length(cpc) FROM {}").format(
             sql.Identifier(schema, "pubs")
         )
     ).fetchall()
     numbers = [r[0] for r in rows]
+    planted = sorted(k for k, v in expected.items() if v == PLANTED)
     corrupted = sum(1 for number, length in rows if expected.get(number) != length)
+    try:
+        raws = pg.execute(
+            "SELECT raw FROM bq2pg.dead_letters WHERE target = %s", [f"{schema}.pubs"]
+        ).fetchall()
+    except psycopg.errors.UndefinedTable:
+        raws = []
+    dead = sorted(json.loads(r[0]).get("publication_number", "?") for r in raws)
+    wrong = len(Counter(dead) - Counter(planted)) + len(Counter(planted) - Counter(dead))
     return Oracle(
         rows=len(numbers),
-        lost=len(set(expected) - set(numbers)),
+        lost=len({k for k, v in expected.items() if v != PLANTED} - set(numbers)),
         duplicated=len(numbers) - len(set(numbers)),
         corrupted=corrupted,
+        dead=len(dead),
+        dead_wrong=wrong,
     )
 
 
@@ -125,7 +173,7 @@ def run_to_end(emu, pg_url, table_id, target, expect: int = 0, **env) -> str:
     """Run the loader to its end; assert its exit code; return its stderr."""
     proc = loader(emu, pg_url, table_id, target, **env)
     _, err = proc.communicate(timeout=300)
-    assert proc.returncode == expect, err.decode()
+    assert proc.returncode in (FINISHED if expect == 0 else (expect,)), err.decode()
     return err.decode()
 
 
@@ -189,7 +237,7 @@ def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **e
             if not killed:
                 _, err = proc.communicate()
                 refused = proc.returncode == 7  # verification refused to publish
-                if proc.returncode not in (0, 7):
+                if proc.returncode not in (*FINISHED, 7):
                     raise RuntimeError(err.decode())
                 break
             done += 1
@@ -200,7 +248,7 @@ def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **e
             proc = loader(emu, pg_url, table_id, target, **env)
             _, err = proc.communicate(timeout=300)
             refused = proc.returncode == 7
-            if proc.returncode not in (0, 7):
+            if proc.returncode not in (*FINISHED, 7):
                 raise RuntimeError(err.decode())
         return Trial("kill -9 of the loader", done, oracle(pg, schema, expected), durable, hung,
                      time.monotonic() - started, refused)  # fmt: skip
@@ -221,7 +269,7 @@ def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
     proc.communicate(timeout=300)
     with psycopg.connect(pg_url, autocommit=True) as pg:
         done = finished(pg, target)
-    if proc.returncode != 0 and not done:  # the outage outlasted the retries: resume
+    if proc.returncode not in FINISHED and not done:  # the outage outlasted the retries
         run_to_end(emu, pg_url, table_id, target)
     with psycopg.connect(pg_url, autocommit=True) as pg:
         result = oracle(pg, schema, expected)
@@ -276,7 +324,7 @@ def network_trial(emu, pg_url, table_id, expected, schema, rng, *, blackhole: bo
                 proc.kill()
                 proc.communicate()
             proxy.reset_all()  # the half-open connections go, with the lock they held
-            if proc.returncode != 0 and not finished(pg, target):
+            if proc.returncode not in FINISHED and not finished(pg, target):
                 run_to_end(emu, url, table_id, target, **env)
             result = oracle(pg, schema, expected)
     finally:
