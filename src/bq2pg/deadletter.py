@@ -117,7 +117,8 @@ def isolate(
                 total = sums[t.name]
                 sums[t.name] = None if piece is None or total is None else total + piece
 
-    separate = ledger is not None and bool(os.environ.get(load.SPLIT_LEDGER_ENV))  # negative control
+    # the fault suite's negative control: the ledger row in a transaction of its own
+    separate = ledger is not None and bool(os.environ.get(load.SPLIT_LEDGER_ENV))
     entry = None
     with conn.transaction():
         for offset, rows in pieces:
