@@ -224,6 +224,20 @@ def copy_chunk(
         raise translate(exc, f"COPY into {names}") from exc
 
 
+def committed_chunk(
+    conn: psycopg.Connection, run_id: object, stream: str, start: int
+) -> tuple[dict[str, int], int]:
+    """Rows per table and dead letters the ledger holds for a committed chunk."""
+    row = conn.execute(
+        "SELECT rows, dead_letters FROM bq2pg.chunks WHERE run_id = %s AND stream = %s "
+        "AND start_offset = %s",
+        [run_id, stream, start],
+    ).fetchone()
+    if row is None:
+        raise TargetError(f"the ledger has no chunk of {stream} at row {start}")
+    return {k: int(v) for k, v in row[0].items()}, int(row[1])
+
+
 def chunk_committed(conn: psycopg.Connection, run_id: object, stream: str, start: int) -> bool:
     """True when the ledger holds the chunk of ``stream`` starting at row ``start``."""
     row = conn.execute(

@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
-from typing import Literal
+from typing import Literal, TypeVar
 
+import psycopg
 import pyarrow as pa
 from tenacity import (
     RetryCallState,
@@ -37,6 +38,7 @@ from bq2pg.errors import TransientTargetError
 from bq2pg.schema import TablePlan
 
 Mode = Literal["replace", "append", "merge"]
+T = TypeVar("T")
 #: Turns one source batch into rows of each table of a plan, by table name.
 Split = Callable[[pa.Table], dict[str, pa.Table]]
 #: Rows and encoded bytes committed into one table (called after each commit).
@@ -190,8 +192,12 @@ def write_batches(
     failed = threading.Event()
     conn = load.connect(database_url)
 
-    def commit(chunk: _Chunk, parts: list, entry: load.LedgerRow | None) -> bool:
-        """COPY one chunk, reconnecting after transient errors; False if already committed.
+    def guarded(
+        what: str, seconds: float, start: int, action: Callable[[psycopg.Connection], T]
+    ) -> tuple[bool, T | None]:
+        """``action(conn)`` under a deadline, reconnecting and retrying after transient errors
+        (bounded, and through the run's circuit breaker): (True, its result), or (False, None)
+        when the ledger shows that the chunk starting at ``start`` committed already.
 
         A connection lost around COMMIT leaves it unknown whether the chunk committed: the
         ledger says, so the chunk is never loaded twice.
@@ -211,14 +217,11 @@ def write_batches(
                         conn.close()
                         conn = load.connect(database_url)
                         if ledger is not None and load.chunk_committed(
-                            conn, ledger.run_id, ledger.stream, chunk.start
+                            conn, ledger.run_id, ledger.stream, start
                         ):
                             breaker.success()
-                            return False
-                    load.with_deadline(
-                        conn, load.WRITE_TIMEOUT_S, "COPY of a chunk",
-                        partial(load.copy_chunk, conn, parts, entry),
-                    )  # fmt: skip
+                            return False, None
+                    result = load.with_deadline(conn, seconds, what, partial(action, conn))
                 except TransientTargetError:
                     breaker.failure()
                     raise
@@ -226,7 +229,8 @@ def write_batches(
                     breaker.success()  # the server answered (a rejected row): it is up
                     raise
                 breaker.success()
-        return True
+                return True, result
+        raise AssertionError("unreachable: tenacity re-raises the last error")
 
     # the writer thread's own splitter and encoders, made only if rows must be isolated
     isolation: dict[str, Split] = {}
@@ -255,22 +259,34 @@ def write_batches(
                 sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
                 rows, dead = chunk.rows, 0
                 try:
-                    commit(chunk, [p for p in parts if p[2]], entry)
+                    sent = [p for p in parts if p[2]]
+                    copy = partial(load.copy_chunk, parts=sent, ledger=entry)
+                    guarded("COPY of a chunk", load.WRITE_TIMEOUT_S, chunk.start, copy)
                 except load.RowRejectedError:
                     isolation.setdefault("split", make_split())
-                    outcome = deadletter.isolate(
-                        conn,
-                        plan,
-                        into,
-                        chunk.sources,
-                        isolation["split"],
-                        isolation_encoders,
-                        entry,
-                        ledger.run_id if ledger else None,
-                        ledger.stream if ledger else "",
-                        isolation_summer,
+                    isolate = partial(
+                        deadletter.isolate,
+                        plan=plan,
+                        physical=into,
+                        pieces=chunk.sources,
+                        split=isolation["split"],
+                        encoders=isolation_encoders,
+                        ledger=entry,
+                        run_id=ledger.run_id if ledger else None,
+                        stream=ledger.stream if ledger else "",
+                        summer=isolation_summer,
                     )
-                    rows, sizes, dead = outcome.rows, outcome.nbytes, outcome.dead
+                    # bisection re-sends the chunk about log2(rows) times: a longer deadline
+                    done, outcome = guarded(
+                        "isolating rejected rows", load.WRITE_TIMEOUT_S * 4, chunk.start, isolate
+                    )
+                    if done and outcome is not None:
+                        rows, sizes, dead = outcome.rows, outcome.nbytes, outcome.dead
+                    elif ledger is not None:  # committed before the connection was lost
+                        rows, dead = load.committed_chunk(
+                            conn, ledger.run_id, ledger.stream, chunk.start
+                        )
+                        rows = {t.name: rows.get(t.name, 0) for t in tables}
                 if counted is not None:
                     for t in tables:
                         counted(t.name, rows[t.name], sizes[t.name])
