@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.compute as pc
 import pytest
 from faults import diskfull, harness
 
@@ -35,10 +34,14 @@ def source_table(source, tmp_path_factory) -> tuple[str, dict[str, int]]:
     table_id = f"bq2pg-test.disk_{tmp_path_factory.mktemp('d').name[-6:]}.publications"
     ref = TableRef.parse(table_id)
     create_table(source, ref, publications.PUBLICATIONS)
-    rows = generate.generate(harness.ROWS, seed=41)
+    rows, planted = harness.plant(generate.generate(harness.ROWS, seed=41))  # bad rows too
     load_arrow(source, ref, rows)
-    lengths = pc.list_value_length(rows.column("cpc")).to_pylist()
-    return table_id, dict(zip(rows.column("publication_number").to_pylist(), lengths, strict=True))
+    return table_id, harness.expectation(rows, planted)
+
+
+#: Rows that must load; the planted ones must be dead-lettered, once each.
+PLANTED = harness.ROWS // harness.PLANT_EVERY
+LOADED = harness.ROWS - PLANTED
 
 
 def trial(function, *args, **kwargs) -> diskfull.DiskTrial:
@@ -59,10 +62,11 @@ def test_postgres_disk_full_grown_mid_load_finishes_the_same_run_exactly_once(
     assert result.faults == 1, f"the disk never filled: {outcome}"
     assert diskfull.RETRY_WARNING in outcome.stderr, outcome.stderr  # a chunk failed, retried
     assert not result.hung, outcome.stderr
-    assert outcome.returncode == 0, outcome.stderr  # 53100 was retried, not fatal
+    assert outcome.returncode == 8, outcome.stderr  # 53100 retried; exit 8: dead letters
     assert result.statuses == {"succeeded": 1}
     o = result.oracle
-    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, harness.ROWS)
+    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, LOADED)
+    assert (o.dead, o.dead_wrong) == (PLANTED, 0)
 
 
 def test_postgres_disk_full_never_grown_exits_4_publishes_nothing_and_a_rerun_resumes(
@@ -80,11 +84,12 @@ def test_postgres_disk_full_never_grown_exits_4_publishes_nothing_and_a_rerun_re
     assert "Traceback" not in first.stderr
     assert result.published_early == 0  # the target was never swapped in
     assert result.durable[0] > 0  # chunks committed before the disk filled were kept
-    assert second.returncode == 0, second.stderr
+    assert second.returncode == 8, second.stderr
     assert "resuming interrupted run" in second.stderr
     assert result.statuses == {"succeeded": 1}  # the re-run finished the same run
     o = result.oracle
-    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, harness.ROWS)
+    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, LOADED)
+    assert (o.dead, o.dead_wrong) == (PLANTED, 0)
 
 
 def test_negative_control_a_loader_that_gives_up_on_disk_full_is_caught(

@@ -119,21 +119,24 @@ def isolate(
 
     # the fault suite's negative control: the ledger row in a transaction of its own
     separate = ledger is not None and bool(os.environ.get(load.SPLIT_LEDGER_ENV))
-    entry = None
-    with conn.transaction():
-        for offset, rows in pieces:
-            attempt(offset, rows)
-        outcome.checksums = {k: v for k, v in sums.items() if v is not None}
-        if ledger is not None:
-            run, stream_name, start, end, _, _, _ = ledger
-            nbytes = sum(outcome.nbytes.values())
-            entry = (run, stream_name, start, end, outcome.rows, nbytes, outcome.checksums)
-            if not separate:
-                load.record(conn, entry, outcome.dead)
-    if separate and entry is not None:
-        time.sleep(0.5)  # as in load.copy_chunk: the window the fault tests aim at
+    try:
+        entry = None
         with conn.transaction():
-            load.record(conn, entry, outcome.dead)
+            for offset, rows in pieces:
+                attempt(offset, rows)
+            outcome.checksums = {k: v for k, v in sums.items() if v is not None}
+            if ledger is not None:
+                run, stream_name, start, end, _, _, _ = ledger
+                nbytes = sum(outcome.nbytes.values())
+                entry = (run, stream_name, start, end, outcome.rows, nbytes, outcome.checksums)
+                if not separate:
+                    load.record(conn, entry, outcome.dead)
+        if separate and entry is not None:
+            time.sleep(0.5)  # as in load.copy_chunk: the window the fault tests aim at
+            with conn.transaction():
+                load.record(conn, entry, outcome.dead)
+    except psycopg.Error as exc:  # not a row's fault: the connection, the disk, the server
+        raise load.translate(exc, f"isolating rejected rows of {plan.qualified}") from exc
     log.warning(
         "%d row(s) of %s dead-lettered (see bq2pg.dead_letters)", outcome.dead, plan.qualified
     )
