@@ -358,6 +358,13 @@ def _summary(result: pipeline.RunResult) -> None:
         )
 
 
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where the streams run: local (threads here) or dask://HOST:PORT (needs bq2pg[dask]).",
+        envvar="BQ2PG_EXECUTOR",
+    ),
+]
 ChecksumOpt = Annotated[
     bool,
     typer.Option(
@@ -395,6 +402,7 @@ def copy(
         str | None, typer.Option(help="With --incremental: re-read this far back (2h, 1d, 100).")
     ] = None,
     checksum: ChecksumOpt = True,
+    executor: ExecutorOpt = "local",
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
@@ -417,6 +425,7 @@ def copy(
         incremental=incremental,
         lag=lag,
         checksum=checksum,
+        executor=executor,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"copy {source}", lambda progress: pipeline.copy_table(src, request, progress))
@@ -457,6 +466,7 @@ def patents(
     ] = "patents-public-data.cpc.definition",
     streams: Annotated[int | None, typer.Option(help="Parallel read streams.", min=1)] = None,
     checksum: ChecksumOpt = True,
+    executor: ExecutorOpt = "local",
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
@@ -480,6 +490,7 @@ def patents(
         cpc_source=cpc_source,
         streams=streams or Settings().streams,
         checksum=checksum,
+        executor=executor,
     )
     src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"patents {source}", lambda progress: patents_module.run(src, request, progress))

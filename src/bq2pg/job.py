@@ -37,10 +37,12 @@ import pyarrow as pa
 from psycopg import sql
 
 from bq2pg import checksum, ddl, load, state, watermark
+from bq2pg import executor as executor_module
 from bq2pg.breaker import CircuitBreaker
 from bq2pg.config import DEFAULT_STREAMS, redact
 from bq2pg.errors import (
     Bq2pgError,
+    ConfigError,
     SessionExpiredError,
     TransientTargetError,
     VerificationError,
@@ -156,6 +158,8 @@ class Job:
     watermark: str | None = None
     #: Verify content checksums besides row counts (``checksum``).
     checksum: bool = True
+    #: Where the streams run: ``local`` threads, or ``dask://HOST:PORT`` (``executor``).
+    executor: str = executor_module.LOCAL
 
 
 def fingerprint(job: Job) -> str:
@@ -414,6 +418,8 @@ def _load(
 ) -> _Loaded:
     """Read every stream of ``session`` from its ``offsets`` and load it; ``done`` holds what
     the ledger already counts (a resumed run)."""
+    if job.executor != executor_module.LOCAL:
+        return _load_elsewhere(source, job, session, run_id, progress)
     results = {t.name: TableResult(t.name, rows=done.get(t.name, 0)) for t in job.plan.all_tables()}
     progress.advance(done.get(job.plan.name, 0), 0)
     lock = threading.Lock()
@@ -575,6 +581,48 @@ def _after_publish(database_url: str, statements: list[sql.Composed], progress: 
         "the data is published, but %d index or ANALYZE statement(s) did not run; run them "
         "later: %s", len(left), "; ".join(s.as_string(None) for s in left)
     )  # fmt: skip
+
+
+def _load_elsewhere(
+    source: Source, job: Job, session: ReadSession, run_id: uuid.UUID, progress: Progress
+) -> _Loaded:
+    """The streams as tasks on a Dask cluster; what they loaded is read back from the ledger
+    (a task run twice counts once)."""
+    if job.limit is not None:
+        raise ConfigError("--limit works with --executor local only (one budget for all streams)")
+    tasks = [
+        executor_module.StreamTask(
+            endpoints=source.endpoints,
+            emulated=source.emulated,
+            session=session,
+            stream=s,
+            run_id=run_id,
+            database_url=job.database_url,
+            plan=job.plan,
+            mode=job.mode,
+            splitter=job.splitter,
+            checksum=job.checksum,
+        )
+        for s in session.streams
+    ]
+    sizes: dict[str, int] = {}
+
+    def finished(done: executor_module.StreamDone) -> None:
+        for table, nbytes in done.bytes.items():
+            sizes[table] = sizes.get(table, 0) + nbytes
+        progress.advance(done.rows.get(job.plan.name, 0) + done.dead, sum(done.bytes.values()))
+
+    started = time.perf_counter()
+    if tasks:
+        executor_module.run_on_dask(job.executor, tasks, finished)
+    seconds = time.perf_counter() - started
+    with load.connect(job.database_url) as conn:
+        _, ledger = state.committed(conn, run_id)
+    tables = {
+        t.name: TableResult(t.name, ledger.get(t.name, 0), sizes.get(t.name, 0), seconds)
+        for t in job.plan.all_tables()
+    }
+    return _Loaded(tables, ledger.get(DEAD_LETTERS, 0), seconds)
 
 
 def _load_stream(

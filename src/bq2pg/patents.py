@@ -16,10 +16,11 @@ from __future__ import annotations
 import datetime as dt
 import re
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from psycopg import sql
 
-from bq2pg import ddl, load, model, publications
+from bq2pg import ddl, executor, load, model, publications
 from bq2pg.config import DEFAULT_STREAMS
 from bq2pg.errors import ConfigError
 from bq2pg.pipeline import CopyRequest, Job, Progress, RunResult, copy_table, run_job
@@ -59,6 +60,8 @@ class PatentsRequest:
     streams: int = DEFAULT_STREAMS
     #: Verify content checksums besides row counts.
     checksum: bool = True
+    #: Where the streams run: ``local`` or ``dask://HOST:PORT`` (``executor``).
+    executor: str = "local"
     #: "today" for --recent-days (tests pin it); the UTC date when None.
     today: dt.date | None = None
 
@@ -147,6 +150,7 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
     limit = TEST_ROWS if request.test else request.limit
     if limit is not None and limit < 0:
         raise ConfigError("--limit must be 0 or more")
+    executor.check(request.executor)
     info = source.table(ref)
     names = {f.name for f in info.fields}
     missing = [c for c in REQUIRED if c not in names]
@@ -172,10 +176,11 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
         limit=limit,
         streams=request.streams,
         mode=mode,  # type: ignore[arg-type]
-        splitter=lambda: Splitter(plan, full_text=request.full_text),
+        splitter=partial(Splitter, plan, full_text=request.full_text),  # picklable (Dask)
         after=indexes(plan.schema),
         total_rows=None if where else info.num_rows,
         checksum=request.checksum,
+        executor=request.executor,
     )
     result = run_job(source, job, progress)
     if request.with_cpc_definitions:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from bq2pg import load, predicate, state, watermark
+from bq2pg import executor, load, predicate, state, watermark
 from bq2pg.config import DEFAULT_STREAMS
 from bq2pg.errors import ConfigError
 from bq2pg.job import Job, Progress, RunResult, TableResult, run_job
@@ -53,6 +53,8 @@ class CopyRequest:
     lag: str | None = None
     #: Verify content checksums besides row counts.
     checksum: bool = True
+    #: Where the streams run: ``local`` or ``dask://HOST:PORT`` (``executor``).
+    executor: str = "local"
 
     def arguments(self) -> dict[str, object]:
         """The request as stored with the run (without the database URL)."""
@@ -112,6 +114,7 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
     """
     if request.limit is not None and request.limit < 0:
         raise ConfigError("--limit must be 0 or more")
+    executor.check(request.executor)
     table_plan, selected, num_rows = plan(source, request)
     where = request.where.strip() if request.where else None
     column = None
@@ -133,6 +136,7 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
         drop=request.drop,
         total_rows=None if where else num_rows,
         checksum=request.checksum,
+        executor=request.executor,
     )
     return run_job(source, job, progress)
 

@@ -272,6 +272,8 @@ class Source:
         from google.cloud.bigquery_storage_v1.services.big_query_read import BigQueryReadClient
 
         self.emulated = bool(rest_endpoint or storage_endpoint)
+        #: What it takes to make this Source again in another process (``executor``).
+        self.endpoints = (project, rest_endpoint, storage_endpoint)
         try:
             if self.emulated:
                 import grpc
