@@ -23,6 +23,10 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml
 	$(PIP) install -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: $(VENV)/.installed-dev
+	$(PIP) install -e '.[dev,bench]'
+	@touch $@
+
 .PHONY: help install dev demo test lint format test-fast bench bench-quick faults clean
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -46,16 +50,16 @@ lint: $(VENV)/.installed-dev ## ruff (lint + format check) and mypy
 	$(BIN)/mypy
 
 format: $(VENV)/.installed-dev ## Format the code with ruff
-	$(BIN)/ruff format src tests bench
-	$(BIN)/ruff check --fix src tests bench
+	$(BIN)/ruff format src tests bench faults
+	$(BIN)/ruff check --fix src tests bench faults
 
-bench: $(VENV)/.installed-dev ## Benchmarks side by side; writes docs/benchmarks.md
+bench: $(VENV)/.installed-bench ## Benchmarks side by side (with pandas and dlt); writes docs/benchmarks.md
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 faults: $(VENV)/.installed-dev ## Randomised fault injection (kill -9, PostgreSQL restarts); writes docs/faults.md
 	$(BIN)/python -m faults $(FAULTS_ARGS)
 
-bench-quick: $(VENV)/.installed-dev ## A quick benchmark run (about 2 minutes)
+bench-quick: $(VENV)/.installed-bench ## A quick benchmark run (a few minutes)
 	$(BIN)/python -m bench --quick $(BENCH_ARGS)
 
 clean: ## Remove .venv and caches

@@ -1,0 +1,163 @@
+"""End to end over the BigQuery emulator: ``bq2pg copy`` and ``bq2pg patents``.
+
+For the patents pipeline the run is set beside its two limits, measured in the same run on the
+same rows: the emulator's Storage Read API read alone (every stream read, nothing loaded) and
+``psql \\copy`` alone of the rows the run produced (dumped from the model's tables, loaded into
+empty copies of them).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+from psycopg import sql
+
+from bench.common import Sample, psql_copy
+from bq2pg import demo, emulator, model, patents, pipeline, publications, source
+from bq2pg.source import TableRef
+
+STREAMS = 2
+
+
+@dataclass
+class PatentsE2E:
+    """One patents run and its limits."""
+
+    rows: int
+    read_seconds: float  # the emulator alone
+    load_seconds: float  # bq2pg: read + transform + encode + COPY (+ checksums, ledger)
+    publish_seconds: float  # verification, keys, indexes, ANALYZE
+    copy_seconds: float  # psql \copy alone of the produced rows
+    copy_bytes: int
+    model_rows: int
+
+
+def copy_e2e(url: str, rows: int, rounds: int) -> list[Sample]:
+    """``bq2pg copy`` of all 37 columns over the emulator (seeding not timed), jsonb and tables."""
+    samples = []
+    with (
+        tempfile.TemporaryDirectory() as work,
+        emulator.start(log_path=Path(work) / "emulator.log") as emu,
+    ):
+        src = source.Source(
+            project="patents-public-data",
+            rest_endpoint=emu.rest_url,
+            storage_endpoint=emu.grpc_endpoint,
+        )
+        demo.seed(src, rows)
+        for _ in range(rounds):
+            for nested in ("jsonb", "tables"):
+                request = pipeline.CopyRequest(
+                    source=publications.SOURCE_TABLE,
+                    database_url=url,
+                    table="bench_e2e.publications",
+                    key=("publication_number",),
+                    nested=nested,  # type: ignore[arg-type]
+                    streams=STREAMS,
+                )
+                result = pipeline.copy_table(src, request)
+                name = f"bq2pg copy end to end, --nested {nested}, {STREAMS} streams"
+                samples.append(Sample(name, result.rows_read, result.seconds, result.bytes))
+                print(f"  {name}: {result.rows_per_second:,.0f} rows/s", flush=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP SCHEMA IF EXISTS bench_e2e CASCADE")
+    return samples
+
+
+def _read_alone(src: source.Source) -> tuple[int, float]:
+    """Every stream of a session on the publications (no full text) read, nothing loaded."""
+    selected = [
+        f.name for f in publications.PUBLICATIONS if f.name not in publications.FULL_TEXT_COLUMNS
+    ]
+    started = time.perf_counter()
+    session = src.open_session(
+        TableRef.parse(publications.SOURCE_TABLE), selected_fields=selected, max_streams=STREAMS
+    )
+
+    def read(stream: str) -> int:
+        return sum(b.num_rows for b in src.read_stream(session, stream))
+
+    with ThreadPoolExecutor(len(session.streams)) as pool:
+        rows = sum(pool.map(read, session.streams))
+    return rows, time.perf_counter() - started
+
+
+def _copy_alone(url: str, psql: Path, folder: Path, schema: str) -> tuple[float, int, int]:
+    """The model's rows dumped to CSV and loaded by psql into empty copies of its tables."""
+    plan = model.model(schema, full_text=False)
+    copies = f"{schema}_copy"
+    files = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        ident = sql.Identifier(copies)
+        conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(ident))
+        conn.execute(sql.SQL("CREATE SCHEMA {}").format(ident))
+        for t in plan.all_tables():
+            path = folder / f"{t.name}.csv"
+            with (
+                open(path, "wb") as fh,
+                conn.cursor().copy(
+                    sql.SQL("COPY {} TO STDOUT (FORMAT csv)").format(sql.Identifier(schema, t.name))
+                ) as copy,
+            ):
+                for block in copy:
+                    fh.write(block)
+            conn.execute(
+                sql.SQL("CREATE TABLE {} (LIKE {})").format(
+                    sql.Identifier(copies, t.name), sql.Identifier(schema, t.name)
+                )
+            )
+            files.append((t.name, path))
+        rows = conn.execute(
+            sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(schema, plan.name))
+        ).fetchone()
+    seconds, nbytes = 0.0, 0
+    targets = {t.name: t for t in model.model(copies, full_text=False).all_tables()}
+    for name, path in files:
+        seconds += psql_copy(url, targets[name], path, psql)
+        nbytes += path.stat().st_size
+        path.unlink()
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(copies)))
+    return seconds, nbytes, int(rows[0]) if rows else 0
+
+
+def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
+    """``bq2pg patents`` (no full text) over the emulator, beside its two limits."""
+    schema = "bench_patents"
+    with (
+        tempfile.TemporaryDirectory() as work,
+        emulator.start(log_path=Path(work) / "emulator.log") as emu,
+    ):
+        src = source.Source(
+            project="patents-public-data",
+            rest_endpoint=emu.rest_url,
+            storage_endpoint=emu.grpc_endpoint,
+        )
+        demo.seed(src, rows)
+        read_rows, read_seconds = _read_alone(src)
+        assert read_rows == rows, read_rows
+        print(f"  emulator read alone: {rows / read_seconds:,.0f} rows/s", flush=True)
+        request = patents.PatentsRequest(
+            database_url=url, schema=schema, streams=STREAMS, drop_tables=True
+        )
+        result = patents.run(src, request)
+        rate = rows / result.load_seconds
+        print(f"  bq2pg patents: load {rate:,.0f} rows/s, publish {result.publish_seconds:.1f} s")
+        copy_seconds, copy_bytes, model_rows = _copy_alone(url, psql, Path(work), schema)
+        print(f"  psql \\copy alone: {rows / copy_seconds:,.0f} rows/s", flush=True)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+    return PatentsE2E(
+        rows=rows,
+        read_seconds=read_seconds,
+        load_seconds=result.load_seconds,
+        publish_seconds=result.publish_seconds,
+        copy_seconds=copy_seconds,
+        copy_bytes=copy_bytes,
+        model_rows=model_rows,
+    )
