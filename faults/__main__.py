@@ -91,6 +91,7 @@ def main() -> None:
             )
             _drop(url, control_schema)
     finally:
+        harness.stop_postgres(home / "pg")  # restarted by the trials: not the pid it started
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
     text = report(trials, control, args.seed)

