@@ -213,7 +213,7 @@ def main() -> None:
         "short text), the same Arrow rows for everyone, into an empty table with no index.",
     ) + "\n" + "\n".join([
         ratio_line(flat_peers, "bq2pg load engine, 1 conn", "pandas to_sql (default)"),
-        ratio_line(flat_peers, "bq2pg load engine, 1 conn", "pandas to_sql (method='multi', chunksize=10000)"),
+        ratio_line(flat_peers, "bq2pg load engine, 1 conn", peers.multi_name(len(peers.FLAT_FIELDS))),
         ratio_line(flat_peers, "bq2pg load engine, 1 conn", "dlt (Arrow table, csv loader file format = COPY)"),
         ratio_line(flat_peers, "bq2pg load engine, 1 conn", CSV_REF),
     ]) + "\n"  # fmt: skip

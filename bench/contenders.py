@@ -2,7 +2,8 @@
 
 * pandas ``DataFrame.to_sql`` through SQLAlchemy (psycopg 3 driver): the default (one
   ``executemany`` of single-row INSERTs per chunk) and ``method='multi', chunksize=10000``
-  (multi-row INSERTs): the approach bq2pg replaces;
+  (multi-row INSERTs; fewer rows per statement where 10,000 would pass PostgreSQL's 65,535
+  bind parameters): the approach bq2pg replaces;
 * dlt (``dlt[postgres]``), the best-known Python loading library: its fastest PostgreSQL path
   for Arrow data is the ``csv`` loader file format (COPY); nested rows go through its
   normalizer, which makes child tables of nested lists, as bq2pg's ``--nested tables`` does.
@@ -25,6 +26,16 @@ from psycopg.conninfo import conninfo_to_dict
 from bq2pg.schema import TablePlan
 
 
+#: Rows per multi-row INSERT asked for; PostgreSQL allows at most 65,535 bind parameters
+#: per statement, so wider tables get fewer (:func:`multi_chunksize`).
+MULTI_CHUNKSIZE = 10_000
+
+
+def multi_chunksize(columns: int) -> int:
+    """``chunksize=10000``, or as many rows as 65,535 bind parameters allow."""
+    return min(MULTI_CHUNKSIZE, 65_535 // columns)
+
+
 def pandas_to_sql(url: str, plan: TablePlan, table: pa.Table, *, multi: bool) -> float:
     """``DataFrame.to_sql`` into the (fresh, empty) table of ``plan``."""
     import sqlalchemy
@@ -39,7 +50,7 @@ def pandas_to_sql(url: str, plan: TablePlan, table: pa.Table, *, multi: bool) ->
         if_exists="append",
         index=False,
         method="multi" if multi else None,
-        chunksize=10_000 if multi else None,
+        chunksize=multi_chunksize(table.num_columns) if multi else None,
     )
     seconds = time.perf_counter() - started
     engine.dispose()

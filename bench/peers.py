@@ -60,7 +60,7 @@ def flat_peers(url: str, psql: Path, folder: Path, rows: int, rounds: int) -> li
         "bq2pg load engine, 1 conn": lambda: bq2pg_load(url, plan, table, 1),
         "bq2pg load engine, 2 conns": lambda: bq2pg_load(url, plan, table, 2),
         "pandas to_sql (default)": lambda: contenders.pandas_to_sql(url, plan, table, multi=False),
-        "pandas to_sql (method='multi', chunksize=10000)": lambda: contenders.pandas_to_sql(
+        multi_name(table.num_columns): lambda: contenders.pandas_to_sql(
             url, plan, table, multi=True
         ),
         "dlt (Arrow table, csv loader file format = COPY)": dlt,
@@ -94,6 +94,10 @@ def nested_peers(url: str, rows: int, rounds: int) -> tuple[list[Sample], dict[s
         "dlt (Python rows, nested lists as child tables, csv = COPY)": dlt,
     }
     return alternate(url, plan, runs, rows, nbytes, rounds, own_tables={"dlt"}), made
+
+
+def multi_name(columns: int) -> str:
+    return f"pandas to_sql (method='multi', chunksize={contenders.multi_chunksize(columns):,})"
 
 
 def median_rate(samples: list[Sample], name: str) -> float:
