@@ -25,7 +25,6 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bq2pg.schema import TablePlan
 
-
 #: Rows per multi-row INSERT asked for; PostgreSQL allows at most 65,535 bind parameters
 #: per statement, so wider tables get fewer (:func:`multi_chunksize`).
 MULTI_CHUNKSIZE = 10_000
