@@ -16,23 +16,38 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import (
-    BarColumn,
     Progress,
     ProgressColumn,
     Task,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 from rich.table import Table
 from rich.text import Text
 
-from bq2pg import __version__, ddl, pipeline, typemap
+from bq2pg import __version__, cli_state, ddl, pipeline, typemap
+from bq2pg.cli_shared import (
+    DEAD_LETTER_EXIT_CODE,
+    ChecksumOpt,
+    ColumnsOpt,
+    EndpointOpt,
+    ExecutorOpt,
+    KeyOpt,
+    NestedOpt,
+    ProjectOpt,
+    RichProgress,
+    StorageEndpointOpt,
+    TableOpt,
+    database_url,
+    err,
+    make_source,
+    nested_choice,
+    out,
+    split_list,
+)
 from bq2pg.config import Settings, redact
-from bq2pg.errors import Bq2pgError, ConfigError, VerificationError
+from bq2pg.errors import Bq2pgError, ConfigError
 from bq2pg.source import Source
 
 app = typer.Typer(
@@ -47,277 +62,11 @@ postgres_app = typer.Typer(help="The embedded PostgreSQL server.", no_args_is_he
 app.add_typer(emulator_app, name="emulator")
 app.add_typer(postgres_app, name="postgres")
 app.add_typer(export_app, name="export")
-dlq_app = typer.Typer(help="Rows PostgreSQL rejected (bq2pg.dead_letters).", no_args_is_help=True)
-state_app = typer.Typer(help="Runs and their ledger (schema bq2pg).", no_args_is_help=True)
-app.add_typer(dlq_app, name="dlq")
-app.add_typer(state_app, name="state")
-DatabaseOpt = Annotated[
-    str | None, typer.Option("--database", help="PostgreSQL URL [env: BQ2PG_DATABASE_URL].")
-]
 
 
-def _table(rows: list[dict], columns: list[str], title: str) -> None:
-    table = Table(title=title, title_justify="left")
-    for c in columns:
-        table.add_column(c)
-    for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r[c]) for c in columns))
-    out.print(table)
-
-
-@dlq_app.command("list")
-def dlq_list(
-    database: DatabaseOpt = None,
-    target: Annotated[str | None, typer.Option(help="SCHEMA.TABLE")] = None,
-    run: Annotated[str | None, typer.Option(help="Run id.")] = None,
-) -> None:
-    """List dead letters (without their rows)."""
-    from bq2pg import deadletter, load
-
-    with load.connect(_database_url(database)) as conn:
-        rows = deadletter.listing(conn, target=target, run_id=run)
-    cols = ["id", "run_id", "target", "row_offset", "sqlstate", "error", "created_at"]
-    _table(rows, cols, f"{len(rows)} dead letter(s)")
-
-
-@dlq_app.command("show")
-def dlq_show(
-    letter_id: Annotated[int, typer.Argument(help="Dead letter id.")], database: DatabaseOpt = None
-) -> None:
-    """Show one dead letter, its error context and its raw row."""
-    from bq2pg import deadletter, load
-
-    with load.connect(_database_url(database)) as conn:
-        row = deadletter.show(conn, letter_id)
-    if row is None:
-        raise ConfigError(f"no dead letter {letter_id}")
-    for key, value in row.items():
-        out.print(f"{key}: {value}", markup=False, highlight=False, soft_wrap=True)
-
-
-@dlq_app.command("replay")
-def dlq_replay(
-    target: Annotated[str, typer.Argument(help="SCHEMA.TABLE whose dead letters to replay.")],
-    database: DatabaseOpt = None,
-    letter_ids: Annotated[
-        list[int] | None, typer.Option("--id", help="Only this dead letter (repeatable).")
-    ] = None,
-    project: ProjectOpt = None,
-    bigquery_endpoint: EndpointOpt = None,
-    bigquery_storage_endpoint: StorageEndpointOpt = None,
-) -> None:
-    """Load dead-lettered rows again, once the target or the mapping is fixed."""
-    from bq2pg import load, replay, state
-
-    with load.connect(_database_url(database)) as conn:
-        state.ensure(conn)
-        done = replay.replay(
-            conn,
-            target,
-            lambda: _source(project, bigquery_endpoint, bigquery_storage_endpoint),
-            letter_ids or None,
-        )
-    out.print(f"{len(done.loaded):,} dead letter(s) replayed into {target}")
-    for letter_id, error in sorted(done.failed.items()):
-        err.print(f"[yellow]dead letter {letter_id} failed again: {error}", markup=True)
-    if done.failed:
-        raise typer.Exit(DEAD_LETTER_EXIT_CODE)
-
-
-@dlq_app.command("purge")
-def dlq_purge(
-    database: DatabaseOpt = None,
-    target: Annotated[str | None, typer.Option(help="SCHEMA.TABLE")] = None,
-    run: Annotated[str | None, typer.Option(help="Run id.")] = None,
-    yes: Annotated[bool, typer.Option("--yes", help="Do it (dead letters are deleted).")] = False,
-) -> None:
-    """Delete dead letters (of a target or a run, or all)."""
-    from bq2pg import deadletter, load
-
-    if not yes:
-        raise ConfigError("dlq purge deletes rows for good: add --yes")
-    with load.connect(_database_url(database)) as conn:
-        deleted = deadletter.purge(conn, target=target, run_id=run)
-    out.print(f"{deleted:,} dead letter(s) deleted")
-
-
-@state_app.command("show")
-def state_show(
-    target: Annotated[str | None, typer.Argument(help="SCHEMA.TABLE (default: all).")] = None,
-    database: DatabaseOpt = None,
-) -> None:
-    """The latest runs, their status and their ledger."""
-    from bq2pg import load, state
-
-    with load.connect(_database_url(database)) as conn:
-        state.ensure(conn)
-        rows = state.runs(conn, target)
-    cols = ["run_id", "target", "mode", "status", "started_at", "rows_read", "rows_loaded"]
-    _table(rows, [*cols, "dead_letters", "chunks", "error"], "runs")
-    if target:
-        with load.connect(_database_url(database)) as conn:
-            mark = state.watermark(conn, target)
-        if mark:
-            out.print(f"watermark: {mark[0]} >= {mark[1]}", markup=False, highlight=False)
-
-
-@app.command()
-def verify(
-    target: Annotated[str, typer.Argument(help="SCHEMA.TABLE loaded by bq2pg.")],
-    database: DatabaseOpt = None,
-) -> None:
-    """Re-check a loaded table's row counts against the ledger of the runs that wrote it."""
-    from bq2pg import load, state
-
-    with load.connect(_database_url(database)) as conn:
-        state.ensure(conn)
-        report = state.verify_target(conn, target)
-    _table(report, ["table", "ledger", "rows", "status"], f"verify {target}")
-    if any(str(r["status"]).startswith("MISMATCH") for r in report):
-        raise VerificationError(f"{target} does not hold the rows its runs committed")
-
-
-@state_app.command("reset")
-def state_reset(
-    target: Annotated[str, typer.Argument(help="SCHEMA.TABLE")], database: DatabaseOpt = None
-) -> None:
-    """Forget a target's unfinished runs, so that the next run starts over."""
-    from bq2pg import load, state
-
-    with load.connect(_database_url(database)) as conn:
-        state.ensure(conn)
-        count = state.reset(conn, target)
-    out.print(f"{count} unfinished run(s) of {target} forgotten")
-
-
-#: Exit code of a run that loaded everything except rows now in bq2pg.dead_letters.
-DEAD_LETTER_EXIT_CODE = 8
-
-#: Width of tables when output goes to a file or a pipe (rich assumes 80 columns there).
-PIPE_WIDTH = 160
-
-out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
-
-# Options shared by the commands that read BigQuery.
-ProjectOpt = Annotated[
-    str | None,
-    typer.Option(help="Billing project for the read session (reading public data bills it)."),
-]
-EndpointOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--bigquery-endpoint",
-        help="BigQuery REST endpoint of an emulator, e.g. http://127.0.0.1:9050 "
-        "[env: BQ2PG_BIGQUERY_ENDPOINT]",
-    ),
-]
-StorageEndpointOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--bigquery-storage-endpoint",
-        help="Storage Read API gRPC endpoint of an emulator, e.g. 127.0.0.1:9060 "
-        "[env: BQ2PG_BIGQUERY_STORAGE_ENDPOINT]",
-    ),
-]
-TableOpt = Annotated[
-    str | None,
-    typer.Option("--table", help="Target SCHEMA.NAME [default: public.<source table>]."),
-]
-ColumnsOpt = Annotated[
-    str | None, typer.Option(help="Comma-separated source columns to copy (selected_fields).")
-]
-KeyOpt = Annotated[
-    str | None,
-    typer.Option(help="Key column(s), comma-separated: primary key, merge key, child-table key."),
-]
-NestedOpt = Annotated[
-    str,
-    typer.Option(help="REPEATED RECORD columns as 'jsonb' columns or as child 'tables'."),
-]
-
-
-def _split(value: str | None) -> tuple[str, ...]:
-    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
-
-
-def _nested(value: str) -> pipeline.Nested:
-    if value not in ("jsonb", "tables"):
-        raise ConfigError(f"--nested must be jsonb or tables, not {value!r}")
-    return value  # type: ignore[return-value]
-
-
-def _source(project: str | None, endpoint: str | None, storage_endpoint: str | None) -> Source:
-    settings = Settings()
-    return Source(
-        project=project or settings.project,
-        rest_endpoint=endpoint or settings.bigquery_endpoint,
-        storage_endpoint=storage_endpoint or settings.bigquery_storage_endpoint,
-    )
-
-
-def _database_url(to: str | None) -> str:
-    if to:
-        return to
-    settings = Settings()
-    if settings.database_url is not None and settings.database_url.get_secret_value():
-        return settings.database_url.get_secret_value()
-    raise ConfigError("no target database: give --to postgresql://... or set BQ2PG_DATABASE_URL")
-
-
-class _RateColumn(ProgressColumn):
-    """Rows, megabytes and rows per second of the copy."""
-
-    def render(self, task: Task) -> Text:
-        mb = task.fields.get("nbytes", 0) / 1e6
-        elapsed = task.elapsed or 0.0
-        rate = task.completed / elapsed if elapsed else 0.0
-        return Text(f"{int(task.completed):,} rows  {mb:,.1f} MB  {rate:,.0f} rows/s", "cyan")
-
-
-class _RichProgress:
-    """Draws the run's progress on stderr (a no-op when stderr is not a terminal)."""
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
-            _RateColumn(),
-            TimeElapsedColumn(),
-            TimeRemainingColumn(),
-            console=err,
-            transient=False,
-            disable=not err.is_terminal,
-        )
-        self.task: TaskID | None = None
-        self.nbytes = 0
-
-    def start(self, total_rows: int | None, streams: int) -> None:
-        self.bar.start()
-        self.task = self.bar.add_task(
-            f"{self.label} ({streams} stream{'s' if streams != 1 else ''})",
-            total=total_rows,
-            nbytes=0,
-        )
-
-    def advance(self, rows: int, nbytes: int) -> None:
-        if self.task is None:
-            return
-        self.nbytes += nbytes
-        self.bar.update(self.task, advance=rows, nbytes=self.nbytes)
-
-    def phase(self, description: str) -> None:
-        self.bar.stop()
-        err.print(f"  {description}…", highlight=False, markup=False)
-
-    def stop(self) -> None:
-        self.bar.stop()
-
-
-def _run(label: str, job: Callable[[_RichProgress], pipeline.RunResult]) -> None:
+def _run(label: str, job: Callable[[RichProgress], pipeline.RunResult]) -> None:
     """Run ``job`` with a progress bar on stderr, then print its summary."""
-    progress = _RichProgress(label)
+    progress = RichProgress(label)
     try:
         result = job(progress)
     finally:
@@ -358,22 +107,6 @@ def _summary(result: pipeline.RunResult) -> None:
         )
 
 
-ExecutorOpt = Annotated[
-    str,
-    typer.Option(
-        help="Where the streams run: local (threads here) or dask://HOST:PORT (needs bq2pg[dask]).",
-        envvar="BQ2PG_EXECUTOR",
-    ),
-]
-ChecksumOpt = Annotated[
-    bool,
-    typer.Option(
-        "--checksum/--no-checksum",
-        help="Verify a content checksum of every table besides its row count.",
-    ),
-]
-
-
 @app.command()
 def copy(
     source: Annotated[str, typer.Argument(help="PROJECT.DATASET.TABLE to copy.")],
@@ -412,22 +145,22 @@ def copy(
         raise ConfigError(f"--mode must be replace, append or merge, not {mode!r}")
     request = pipeline.CopyRequest(
         source=source,
-        database_url=_database_url(to),
+        database_url=database_url(to),
         table=table,
-        columns=_split(columns),
+        columns=split_list(columns),
         where=where,
         limit=limit,
         streams=streams or Settings().streams,
         mode=mode,  # type: ignore[arg-type]
-        key=_split(key),
-        nested=_nested(nested),
+        key=split_list(key),
+        nested=nested_choice(nested),
         drop=drop,
         incremental=incremental,
         lag=lag,
         checksum=checksum,
         executor=executor,
     )
-    src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    src = make_source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"copy {source}", lambda progress: pipeline.copy_table(src, request, progress))
 
 
@@ -475,15 +208,15 @@ def patents(
     from bq2pg import patents as patents_module
 
     request = patents_module.PatentsRequest(
-        database_url=_database_url(to),
+        database_url=database_url(to),
         source=source,
         schema=schema_name,
         test=test,
         limit=limit,
         year=year,
         recent_days=recent_days,
-        country=_split(country),
-        kind=_split(kind),
+        country=split_list(country),
+        kind=split_list(kind),
         full_text=full_text,
         drop_tables=drop_tables,
         with_cpc_definitions=with_cpc_definitions,
@@ -492,7 +225,7 @@ def patents(
         checksum=checksum,
         executor=executor,
     )
-    src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    src = make_source(project, bigquery_endpoint, bigquery_storage_endpoint)
     _run(f"patents {source}", lambda progress: patents_module.run(src, request, progress))
 
 
@@ -512,11 +245,11 @@ def schema(
         source=source,
         database_url="",
         table=table,
-        columns=_split(columns),
-        key=_split(key),
-        nested=_nested(nested),
+        columns=split_list(columns),
+        key=split_list(key),
+        nested=nested_choice(nested),
     )
-    src = _source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    src = make_source(project, bigquery_endpoint, bigquery_storage_endpoint)
     plan, _, _ = pipeline.plan(src, request)
     out.print(ddl.render(plan), markup=False, highlight=False, soft_wrap=True)
 
@@ -556,7 +289,7 @@ def demo(
         to or (settings.database_url.get_secret_value() if settings.database_url else None) or None
     )
     err.print(f"Seeding the BigQuery emulator with {rows:,} patents publications…")
-    progress = _RichProgress("patents patents-public-data.patents.publications")
+    progress = RichProgress("patents patents-public-data.patents.publications")
     try:
         result = demo_module.run(
             rows=rows,
@@ -606,7 +339,7 @@ def export_features(
     with bar:
         task = bar.add_task("export", total=None)
         rows = features.export(
-            _database_url(database),
+            database_url(database),
             to,
             schema=schema_name,
             where=where,
@@ -634,7 +367,6 @@ def emulator_start(
     """Run the BigQuery emulator in the foreground until Ctrl-C."""
     from bq2pg import demo as demo_module
     from bq2pg import emulator
-    from bq2pg.source import Source
 
     log_path = Path(os.environ.get("TMPDIR", "/tmp")) / f"bq2pg-emulator-{os.getpid()}.log"
     emu = emulator.start(
@@ -682,6 +414,11 @@ def postgres_stop() -> None:
         out.print("Stopped the embedded PostgreSQL.")
     else:
         out.print("The embedded PostgreSQL was not running.")
+
+
+app.command()(cli_state.verify)
+app.add_typer(cli_state.dlq_app, name="dlq")
+app.add_typer(cli_state.state_app, name="state")
 
 
 def _version(value: bool) -> None:
