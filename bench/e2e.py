@@ -32,6 +32,8 @@ class PatentsE2E:
     read_seconds: float  # the emulator alone
     load_seconds: float  # bq2pg: read + transform + encode + COPY (+ checksums, ledger)
     publish_seconds: float  # verification, keys, indexes, ANALYZE
+    unchecked_load_seconds: float  # the same run with --no-checksum
+    unchecked_publish_seconds: float
     copy_seconds: float  # psql \copy alone of the produced rows
     copy_bytes: int
     model_rows: int
@@ -142,6 +144,14 @@ def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
         read_rows, read_seconds = _read_alone(src)
         assert read_rows == rows, read_rows
         print(f"  emulator read alone: {rows / read_seconds:,.0f} rows/s", flush=True)
+        unchecked = patents.run(
+            src,
+            patents.PatentsRequest(
+                database_url=url, schema=schema, streams=STREAMS, drop_tables=True, checksum=False
+            ),
+        )
+        rate = rows / unchecked.load_seconds
+        print(f"  bq2pg patents --no-checksum: load {rate:,.0f} rows/s")
         request = patents.PatentsRequest(
             database_url=url, schema=schema, streams=STREAMS, drop_tables=True
         )
@@ -157,6 +167,8 @@ def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
         read_seconds=read_seconds,
         load_seconds=result.load_seconds,
         publish_seconds=result.publish_seconds,
+        unchecked_load_seconds=unchecked.load_seconds,
+        unchecked_publish_seconds=unchecked.publish_seconds,
         copy_seconds=copy_seconds,
         copy_bytes=copy_bytes,
         model_rows=model_rows,
