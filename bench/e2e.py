@@ -8,8 +8,10 @@ empty copies of them).
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,9 +41,10 @@ class PatentsE2E:
     model_rows: int
 
 
-def copy_e2e(url: str, rows: int, rounds: int) -> list[Sample]:
-    """``bq2pg copy`` of all 37 columns over the emulator (seeding not timed), jsonb and tables."""
-    samples = []
+@contextlib.contextmanager
+def seeded(rows: int) -> Iterator[tuple[source.Source, Path]]:
+    """An emulator holding ``rows`` generated publications (seeding is not timed), and a
+    scratch folder."""
     with (
         tempfile.TemporaryDirectory() as work,
         emulator.start(log_path=Path(work) / "emulator.log") as emu,
@@ -52,6 +55,13 @@ def copy_e2e(url: str, rows: int, rounds: int) -> list[Sample]:
             storage_endpoint=emu.grpc_endpoint,
         )
         demo.seed(src, rows)
+        yield src, Path(work)
+
+
+def copy_e2e(url: str, rows: int, rounds: int) -> list[Sample]:
+    """``bq2pg copy`` of all 37 columns over the emulator (seeding not timed), jsonb and tables."""
+    samples = []
+    with seeded(rows) as (src, _):
         for _ in range(rounds):
             for nested in ("jsonb", "tables"):
                 request = pipeline.CopyRequest(
@@ -131,16 +141,7 @@ def _copy_alone(url: str, psql: Path, folder: Path, schema: str) -> tuple[float,
 def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
     """``bq2pg patents`` (no full text) over the emulator, beside its two limits."""
     schema = "bench_patents"
-    with (
-        tempfile.TemporaryDirectory() as work,
-        emulator.start(log_path=Path(work) / "emulator.log") as emu,
-    ):
-        src = source.Source(
-            project="patents-public-data",
-            rest_endpoint=emu.rest_url,
-            storage_endpoint=emu.grpc_endpoint,
-        )
-        demo.seed(src, rows)
+    with seeded(rows) as (src, work):
         read_rows, read_seconds = _read_alone(src)
         assert read_rows == rows, read_rows
         print(f"  emulator read alone: {rows / read_seconds:,.0f} rows/s", flush=True)
@@ -158,7 +159,7 @@ def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
         result = patents.run(src, request)
         rate = rows / result.load_seconds
         print(f"  bq2pg patents: load {rate:,.0f} rows/s, publish {result.publish_seconds:.1f} s")
-        copy_seconds, copy_bytes, model_rows = _copy_alone(url, psql, Path(work), schema)
+        copy_seconds, copy_bytes, model_rows = _copy_alone(url, psql, work, schema)
         print(f"  psql \\copy alone: {rows / copy_seconds:,.0f} rows/s", flush=True)
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
