@@ -26,6 +26,7 @@ import duckdb
 import pyarrow as pa
 from psycopg import sql
 
+from bq2pg.encode import DUCKDB_CONFIG
 from bq2pg.schema import TablePlan
 
 #: PostgreSQL type -> how its canonical text is made on each side.
@@ -91,7 +92,7 @@ class Checksummer:
     connection)."""
 
     def __init__(self, tables: Sequence[TablePlan]) -> None:
-        self._con = duckdb.connect()
+        self._con = duckdb.connect(config=DUCKDB_CONFIG)
         self._columns: dict[str, list[str]] = {}
         self._queries: dict[str, str] = {}
         for t in tables:

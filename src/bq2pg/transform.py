@@ -14,6 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from bq2pg import model, publications
+from bq2pg.encode import DUCKDB_CONFIG
 from bq2pg.schema import TablePlan
 
 
@@ -226,7 +227,7 @@ class Splitter:
         self.plan = plan
         self.full_text = full_text
         self.queries: dict[str, str] | None = None
-        self.db = duckdb.connect(config={"threads": 1})
+        self.db = duckdb.connect(config=DUCKDB_CONFIG)
 
     def __call__(self, table: pa.Table) -> dict[str, pa.Table]:
         if self.queries is None:  # one source table per run: its layout decides once
