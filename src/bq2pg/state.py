@@ -79,22 +79,28 @@ CREATE TABLE IF NOT EXISTS bq2pg.dead_letters (
     raw           text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
--- columns added after the first release (state schemas created by older versions get them)
-ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS snapshot_time timestamptz;
-ALTER TABLE bq2pg.runs ADD COLUMN IF NOT EXISTS checksum_columns jsonb;
-ALTER TABLE bq2pg.chunks ADD COLUMN IF NOT EXISTS checksums jsonb;
-ALTER TABLE bq2pg.dead_letters ADD COLUMN IF NOT EXISTS source_row bytea;
 """
 
 
-#: The newest state columns: when they exist, the state needs no DDL (so that a role that
-#: may only read, or may not create schemas, can use bq2pg's state as it is).
-_NEWEST = [
-    ("runs", "snapshot_time"),
-    ("runs", "checksum_columns"),
-    ("chunks", "checksums"),
-    ("dead_letters", "source_row"),
+#: Every column a state table may lack when an older bq2pg created it, with the type it is
+#: added with (nullable or defaulted, so that it can be added to a table that has rows).
+_UPGRADES = [
+    ("runs", "fingerprint", "text"),
+    ("runs", "session", "text"),
+    ("runs", "streams", "jsonb"),
+    ("runs", "arrow_schema", "bytea"),
+    ("runs", "snapshot_time", "timestamptz"),
+    ("runs", "checksum_columns", "jsonb"),
+    ("chunks", "bytes", "bigint NOT NULL DEFAULT 0"),
+    ("chunks", "dead_letters", "integer NOT NULL DEFAULT 0"),
+    ("chunks", "checksums", "jsonb"),
+    ("dead_letters", "context", "text"),
+    ("dead_letters", "source_row", "bytea"),
 ]
+_UPGRADE_DDL = "\n".join(
+    f"ALTER TABLE bq2pg.{table} ADD COLUMN IF NOT EXISTS {column} {kind};"
+    for table, column, kind in _UPGRADES
+)
 
 
 def ensure(conn: psycopg.Connection) -> None:
@@ -110,14 +116,15 @@ def ensure(conn: psycopg.Connection) -> None:
             "FROM unnest(%s::text[], %s::text[]) AS n(t, c)) "
             "UNION ALL SELECT count(*) FROM unnest(ARRAY['bq2pg.watermarks', "
             "'bq2pg.dead_letters']) AS t(name) WHERE to_regclass(name) IS NOT NULL",
-            [[t for t, _ in _NEWEST], [c for _, c in _NEWEST]],
+            [[t for t, _, _ in _UPGRADES], [c for _, c, _ in _UPGRADES]],
         ).fetchall()
-        if [r[0] for r in found] == [len(_NEWEST), 2]:
+        if [r[0] for r in found] == [len(_UPGRADES), 2]:
             return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [STATE_DDL_LOCK])
             ensure_schema(conn, "bq2pg")
             conn.execute(_DDL)
+            conn.execute(_UPGRADE_DDL)  # columns added since a state schema was created
     except psycopg.Error as exc:
         raise translate(exc, "creating bq2pg's state tables") from exc
 
