@@ -1,5 +1,6 @@
-"""A state schema made by an older bq2pg (runs without the columns added since) is upgraded in
-place: the next run adds the missing columns and works, keeping the old rows."""
+"""A state schema made by an older bq2pg (runs without the columns and the status added since)
+is upgraded in place: the next run adds what is missing and works, keeping the old rows (an
+old failed run of the same target is abandoned, a status the first release did not have)."""
 
 from __future__ import annotations
 
@@ -21,12 +22,14 @@ CREATE SCHEMA bq2pg;
 CREATE TABLE bq2pg.runs (
     run_id uuid PRIMARY KEY, source text NOT NULL, target text NOT NULL, mode text NOT NULL,
     arguments jsonb NOT NULL,
-    status text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned')),
+    status text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed')),
     started_at timestamptz NOT NULL, finished_at timestamptz, rows_read bigint,
     rows_loaded bigint, bytes bigint, error text
 );
 INSERT INTO bq2pg.runs VALUES (gen_random_uuid(), 'p.d.t', 'public.t', 'replace', '{}',
-    'succeeded', now(), now(), 1, 1, 10, NULL);
+    'succeeded', now(), now(), 1, 1, 10, NULL),
+    (gen_random_uuid(), 'p.d.t', 'public.items', 'replace', '{}', 'failed', now(), now(),
+    0, 0, 0, 'interrupted');
 CREATE TABLE bq2pg.chunks (
     run_id uuid NOT NULL REFERENCES bq2pg.runs ON DELETE CASCADE, stream text NOT NULL,
     start_offset bigint NOT NULL, end_offset bigint NOT NULL, rows jsonb NOT NULL,
@@ -54,5 +57,7 @@ def test_an_old_state_schema_is_upgraded_by_the_next_run(source, dataset, old_da
     assert copy_table(source, request).rows_read == 5
     with psycopg.connect(old_database) as conn:
         runs = conn.execute("SELECT count(*), count(snapshot_time) FROM bq2pg.runs").fetchone()
-        assert runs == (2, 1)  # the old run kept, the new one recorded with its snapshot
+        assert runs == (3, 1)  # the old runs kept, the new one recorded with its snapshot
+        statuses = conn.execute("SELECT status FROM bq2pg.runs ORDER BY started_at").fetchall()
+        assert sorted(s for (s,) in statuses) == ["abandoned", "succeeded", "succeeded"]
         assert conn.execute("SELECT count(checksums) FROM bq2pg.chunks").fetchone() == (1,)

@@ -100,6 +100,10 @@ _UPGRADES = [
 _UPGRADE_DDL = "\n".join(
     f"ALTER TABLE bq2pg.{table} ADD COLUMN IF NOT EXISTS {column} {kind};"
     for table, column, kind in _UPGRADES
+) + (  # the status 'abandoned' came after the first release
+    "\nALTER TABLE bq2pg.runs DROP CONSTRAINT IF EXISTS runs_status_check;"
+    "\nALTER TABLE bq2pg.runs ADD CONSTRAINT runs_status_check CHECK "
+    "(status IN ('running', 'succeeded', 'failed', 'abandoned'));"
 )
 
 
@@ -115,10 +119,13 @@ def ensure(conn: psycopg.Connection) -> None:
             "(attrelid, attname) IN (SELECT to_regclass('bq2pg.' || t), c "
             "FROM unnest(%s::text[], %s::text[]) AS n(t, c)) "
             "UNION ALL SELECT count(*) FROM unnest(ARRAY['bq2pg.watermarks', "
-            "'bq2pg.dead_letters']) AS t(name) WHERE to_regclass(name) IS NOT NULL",
+            "'bq2pg.dead_letters']) AS t(name) WHERE to_regclass(name) IS NOT NULL "
+            "UNION ALL SELECT count(*) FROM pg_constraint WHERE conname = 'runs_status_check' "
+            "AND conrelid = to_regclass('bq2pg.runs') "
+            "AND pg_get_constraintdef(oid) LIKE '%%abandoned%%'",
             [[t for t, _, _ in _UPGRADES], [c for _, c, _ in _UPGRADES]],
         ).fetchall()
-        if [r[0] for r in found] == [len(_UPGRADES), 2]:
+        if [r[0] for r in found] == [len(_UPGRADES), 2, 1]:
             return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [STATE_DDL_LOCK])
