@@ -347,25 +347,18 @@ def stuck_trial(emu, pg_url, table_id, expected, schema, rng) -> DiskTrial:
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as tmp, tablespace_database(pg_url) as disk:
         log = Path(tmp) / "stderr"
-        first = watch(
-            loader(emu, disk.url, table_id, target, log, mode="replace"),
-            disk,
-            log,
-            grow_after=None,
-            deadline_s=STUCK_DEADLINE_S,
-        )
+
+        def run(deadline_s: float) -> Outcome:
+            proc = loader(emu, disk.url, table_id, target, log, mode="replace")
+            return watch(proc, disk, log, grow_after=None, deadline_s=deadline_s)
+
+        first = run(STUCK_DEADLINE_S)
         with psycopg.connect(disk.url, autocommit=True) as pg:
             published = harness.target_rows(pg, schema)
             durable = [harness.committed(pg, target)]
             disk.grow()
             time.sleep(rng.uniform(0.0, 0.5))
-            second = watch(
-                loader(emu, disk.url, table_id, target, log, mode="replace"),
-                disk,
-                log,
-                grow_after=None,
-                deadline_s=GROW_DEADLINE_S,
-            )
+            second = run(GROW_DEADLINE_S)
             result = _oracle(pg, schema, expected)
             statuses = _statuses(pg, target)
     return DiskTrial(

@@ -44,6 +44,12 @@ PLANTED = harness.ROWS // harness.PLANT_EVERY
 LOADED = harness.ROWS - PLANTED
 
 
+def assert_exactly_once(o: harness.Oracle) -> None:
+    """Every good row once, unchanged; every planted row dead-lettered once."""
+    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, LOADED)
+    assert (o.dead, o.dead_wrong) == (PLANTED, 0)
+
+
 def trial(function, *args, **kwargs) -> diskfull.DiskTrial:
     try:
         return function(*args, **kwargs)
@@ -64,9 +70,7 @@ def test_postgres_disk_full_grown_mid_load_finishes_the_same_run_exactly_once(
     assert not result.hung, outcome.stderr
     assert outcome.returncode == 8, outcome.stderr  # 53100 retried; exit 8: dead letters
     assert result.statuses == {"succeeded": 1}
-    o = result.oracle
-    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, LOADED)
-    assert (o.dead, o.dead_wrong) == (PLANTED, 0)
+    assert_exactly_once(result.oracle)
 
 
 def test_postgres_disk_full_never_grown_exits_4_publishes_nothing_and_a_rerun_resumes(
@@ -87,9 +91,7 @@ def test_postgres_disk_full_never_grown_exits_4_publishes_nothing_and_a_rerun_re
     assert second.returncode == 8, second.stderr
     assert "resuming interrupted run" in second.stderr
     assert result.statuses == {"succeeded": 1}  # the re-run finished the same run
-    o = result.oracle
-    assert (o.lost, o.duplicated, o.corrupted, o.rows) == (0, 0, 0, LOADED)
-    assert (o.dead, o.dead_wrong) == (PLANTED, 0)
+    assert_exactly_once(result.oracle)
 
 
 def test_negative_control_a_loader_that_gives_up_on_disk_full_is_caught(

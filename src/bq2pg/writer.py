@@ -245,7 +245,6 @@ def write_batches(
                 ]
                 entry = None
                 if ledger is not None:
-                    nbytes = sum(b.size for p in chunk.payloads.values() for b in p)
                     sums = {k: v for k, v in chunk.checksums.items() if v is not None}
                     entry = (
                         ledger.run_id,
@@ -253,7 +252,7 @@ def write_batches(
                         chunk.start,
                         chunk.end,
                         chunk.rows,
-                        nbytes,
+                        chunk.nbytes,
                         sums if summer else {},
                     )
                 sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
