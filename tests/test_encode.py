@@ -67,11 +67,18 @@ def test_flat_tables_use_binary_and_others_csv():
     encoder = Encoder(flat.columns)
     encoder.encode(flat_table())
     assert encoder.format == "binary"
-    nested = plan_table(
+    arrays = plan_table(
         [Field("i", "INT64"), Field("a", "STRING", "REPEATED")], source="t", schema="s", name="n"
     )
-    encoder = Encoder(nested.columns)
+    encoder = Encoder(arrays.columns)
     encoder.encode(pa.table({"i": [1], "a": [["x"]]}))
+    assert encoder.format == "binary"
+    records = plan_table(
+        [Field("r", "RECORD", "REPEATED", fields=(Field("x", "INT64"),))],
+        source="t", schema="s", name="n", nested="jsonb",
+    )  # fmt: skip
+    encoder = Encoder(records.columns)
+    encoder.encode(pa.table({"r": [[{"x": 1}]]}))
     assert encoder.format == "csv"
     numeric = [
         c.pg_type
@@ -138,3 +145,64 @@ def test_random_doubles_round_trip_bit_exact_in_both_formats(pg_url, pg_schema, 
         same = (got.view(np.uint64) == values.view(np.uint64)) | (np.isnan(got) & np.isnan(values))
         assert same.all(), (encoder.format, values[~same][:5], got[~same][:5])
         assert not math.isnan(got[-2]) and math.copysign(1, got[-2]) == -1
+
+
+ARRAY_FIELDS = [
+    Field("n", "INT64"),
+    Field("s", "STRING", "REPEATED"),
+    Field("i", "INT64", "REPEATED"),
+    Field("f", "FLOAT64", "REPEATED"),
+    Field("b", "BOOL", "REPEATED"),
+    Field("d", "DATE", "REPEATED"),
+    Field("ts", "TIMESTAMP", "REPEATED"),
+    Field("y", "BYTES", "REPEATED"),
+]
+
+
+def array_table() -> pa.Table:
+    """One-dimensional arrays: empty, NULL, with NULL elements, long, every text oddity."""
+    texts = [TEXTS[k : k + 3] for k in range(0, len(TEXTS), 3)]
+    rows = len(texts) + 3
+    lists = lambda values: [None, [], *values, [values[0][0]] * 1000][:rows]  # noqa: E731
+    return pa.table(
+        {
+            "n": pa.array(range(rows), pa.int64()),
+            "s": pa.array(lists(texts), pa.list_(pa.string())),
+            "i": pa.array(lists([[0, None, 2**63 - 1, -(2**63)]] * rows), pa.list_(pa.int64())),
+            "f": pa.array(lists([[float("nan"), -0.0, None, 5e-324]] * rows), pa.list_(pa.float64())),
+            "b": pa.array(lists([[True, None, False]] * rows), pa.list_(pa.bool_())),
+            "d": pa.array(lists([[dt.date(1, 1, 1), None]] * rows), pa.list_(pa.date32())),
+            "ts": pa.array(lists([[dt.datetime(1, 1, 1, tzinfo=UTC), None]] * rows), pa.list_(pa.timestamp("us", "UTC"))),
+            "y": pa.array(lists([[b"", b"\x00\xff", None]] * rows), pa.list_(pa.binary())),
+        }
+    )  # fmt: skip
+
+
+def test_arrays_in_binary_store_what_csv_stores(pg_url, pg_schema, pg: psycopg.Connection):
+    table = array_table()
+    plan = plan_table(ARRAY_FIELDS, source="t", schema=pg_schema, name="arr")
+    stored = {}
+    for allow_binary in (True, False):
+        encoder = Encoder(plan.columns, allow_binary=allow_binary)
+        # a slice starting mid-table: list offsets that do not start at zero
+        payloads = [encoder.encode(table.slice(0, 2)), encoder.encode(table.slice(2))]
+        assert encoder.format == ("binary" if allow_binary else "csv")
+        with load.connect(pg_url) as conn:
+            load.execute(
+                conn,
+                [ddl.create_schema(pg_schema), ddl.drop_table(pg_schema, "arr"), ddl.create_table(plan)],
+                "t",
+            )  # fmt: skip
+            load.copy_chunk(conn, [(plan, "arr", payloads, encoder.format)])
+        stored[encoder.format] = pg.execute(
+            sql.SQL("SELECT n, s, i, f::text[], b, d, ts, y, array_ndims(s), array_lower(s, 1) FROM {} ORDER BY n").format(
+                sql.Identifier(pg_schema, "arr")
+            )
+        ).fetchall()  # fmt: skip
+    assert stored["binary"] == stored["csv"]
+    rows = stored["binary"]
+    assert rows[0][1] == [] and rows[1][1] == [] and rows[1][8] is None  # NULL as in BigQuery
+    assert rows[2][1] == TEXTS[0:3] and rows[2][8] == 1 and rows[2][9] == 1
+    assert sum(len(r[1]) for r in rows[2:-1]) == len(TEXTS)
+    assert rows[-1][1] == [TEXTS[0]] * 1000
+    assert rows[2][3] == ["NaN", "-0", None, "5e-324"] and rows[2][2][1] is None

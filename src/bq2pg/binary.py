@@ -2,13 +2,14 @@
 
 Binary pays where the server's text parsing is costly: measured here, a 1,000,000-row table
 of bigint, double, timestamptz, date and text columns loads 2.2x faster from binary than from
-CSV (docs/benchmarks.md). For text-heavy rows it is a wash, and arrays, numerics, ranges and
-intervals have intricate binary layouts, so :func:`supported` picks binary only for tables whose
-every column has one of the simple layouts below; ``encode`` uses CSV for the rest.
+CSV (docs/benchmarks.md). Numerics, ranges and intervals have intricate binary layouts, so
+:func:`supported` picks binary only for tables whose every column has one of the layouts below
+(or is a one-dimensional array of them); ``encode`` uses CSV for the rest.
 
 Each column becomes an Arrow binary array whose values are the length-prefixed fields; one
 ``binary_join_element_wise`` then lays the fields of each row side by side after the 16-bit
-field count. No per-row Python.
+field count. An array's elements are encoded like a column, then joined per row by
+``binary_join`` behind the array header. No per-row Python.
 """
 
 from __future__ import annotations
@@ -46,11 +47,30 @@ LAYOUTS = {
     "bytea": 0,
     "jsonb": 0,
 }
+#: Element type OIDs of the arrays encoded here (``X[]`` for X in :data:`LAYOUTS`).
+ELEMENT_OIDS = {
+    "boolean": 16,
+    "integer": 23,
+    "bigint": 20,
+    "double precision": 701,
+    "date": 1082,
+    "time": 1083,
+    "timestamp": 1114,
+    "timestamptz": 1184,
+    "text": 25,
+    "bytea": 17,
+    "jsonb": 3802,
+}
 
 
 def supported(pg_types: Sequence[str], arrow_types: Sequence[pa.DataType]) -> bool:
     """True when every column can be written in binary by :func:`encode`."""
     for pg, arrow in zip(pg_types, arrow_types, strict=True):
+        if pg.endswith("[]"):
+            is_list = pa.types.is_list(arrow) or pa.types.is_large_list(arrow)
+            if not (is_list and supported([pg[:-2]], [arrow.value_type])):
+                return False
+            continue
         if pg not in LAYOUTS:
             return False
         is_text = pa.types.is_string(arrow) or pa.types.is_large_string(arrow)
@@ -109,8 +129,40 @@ def _valid(array: pa.Array) -> np.ndarray | None:
     return array.is_valid().to_numpy(zero_copy_only=False)
 
 
+def _array(element: str, lists: pa.Array) -> pa.Array:
+    """The length-prefixed binary fields of a column of one-dimensional arrays: per row the
+    header (dimensions, null flag, element type, length, lower bound 1; an empty array has no
+    dimension) and the element fields. A NULL list is an empty array, as in BigQuery (and as
+    the CSV encoding writes it)."""
+    if pa.types.is_large_list(lists.type):
+        lists = lists.cast(pa.list_(lists.type.value_type))
+    if lists.null_count:
+        lists = pc.if_else(lists.is_valid(), lists, pa.scalar([], lists.type))
+    elements = _column(element, lists.values)
+    joined = pc.binary_join(pa.ListArray.from_arrays(lists.offsets, elements), _EMPTY)
+    counts = pc.list_value_length(lists).to_numpy(zero_copy_only=False)
+    n = len(lists)
+    header = np.empty((n, 5), ">i4")
+    header[:, 0] = counts > 0
+    header[:, 1] = 0  # no NULL elements claimed: the server finds them from their -1 lengths
+    header[:, 2] = ELEMENT_OIDS[element]
+    header[:, 3] = counts
+    header[:, 4] = 1
+    sizes = np.where(counts > 0, 20, 12).astype(np.int32)
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(sizes, out=offsets[1:])
+    keep = np.arange(20) < sizes[:, None]
+    data = header.view(np.uint8).reshape(n, 20)[keep]
+    headers = pa.Array.from_buffers(
+        pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(np.ascontiguousarray(data))]
+    )
+    return _variable(pc.binary_join_element_wise(headers, joined, _EMPTY))
+
+
 def _column(pg: str, array: pa.Array) -> pa.Array:
     """The length-prefixed binary fields of one column."""
+    if pg.endswith("[]"):
+        return _array(pg[:-2], array)
     width = LAYOUTS[pg]
     if width == 0:
         return _variable(array, b"\x01" if pg == "jsonb" else b"")
