@@ -91,6 +91,7 @@ _UPGRADES = [
     ("runs", "arrow_schema", "bytea"),
     ("runs", "snapshot_time", "timestamptz"),
     ("runs", "checksum_columns", "jsonb"),
+    ("runs", "checksum_form", "smallint"),
     ("chunks", "bytes", "bigint NOT NULL DEFAULT 0"),
     ("chunks", "dead_letters", "integer NOT NULL DEFAULT 0"),
     ("chunks", "checksums", "jsonb"),
@@ -279,10 +280,11 @@ def ledger_checksums(conn: psycopg.Connection, run_ids: list[uuid.UUID]) -> dict
 def record_checksum_columns(
     conn: psycopg.Connection, run_id: uuid.UUID, columns: dict[str, list[tuple[str, str]]]
 ) -> None:
-    """Remember which columns (name, type) the run's checksums cover, per table."""
+    """Remember which columns (name, type) the run's checksums cover, per table, and the
+    checksums' canonical form."""
     conn.execute(
-        "UPDATE bq2pg.runs SET checksum_columns = %s WHERE run_id = %s",
-        [Jsonb(columns), run_id],
+        "UPDATE bq2pg.runs SET checksum_columns = %s, checksum_form = %s WHERE run_id = %s",
+        [Jsonb(columns), checksum.FORM, run_id],
     )
 
 
@@ -366,22 +368,22 @@ def verify_target(conn: psycopg.Connection, target: str) -> list[dict]:
     A replaced table must hold exactly its last run's rows; an appended one the rows of every
     run since the last replace. Merged tables cannot be checked this way (upserts) and are
     reported as such. Checksums are compared when every one of those runs computed them over
-    the same columns.
+    the same columns, in this bq2pg's canonical form.
     """
     history = conn.execute(
-        "SELECT run_id, mode, checksum_columns FROM bq2pg.runs WHERE target = %s "
-        "AND status = 'succeeded' ORDER BY started_at DESC",
+        "SELECT run_id, mode, checksum_columns, checksum_form FROM bq2pg.runs "
+        "WHERE target = %s AND status = 'succeeded' ORDER BY started_at DESC",
         [target],
     ).fetchall()
     if not history:
         raise TargetError(f"no finished run has loaded {target}")
     runs_since: list[uuid.UUID] = []
     layouts = []
-    for run_id, mode, columns in history:
+    for run_id, mode, columns, form in history:
         if mode == "merge":
             return [{"table": target, "status": "merged: counts cannot prove it"}]
         runs_since.append(run_id)
-        layouts.append(columns)
+        layouts.append(columns if form == checksum.FORM else None)
         if mode == "replace":
             break
     ledger: dict[str, int] = dict(
@@ -391,14 +393,14 @@ def verify_target(conn: psycopg.Connection, target: str) -> list[dict]:
             [runs_since],
         ).fetchall()
     )
-    same = all(layout == layouts[0] for layout in layouts) and layouts[0] is not None
-    sums = ledger_checksums(conn, runs_since) if same else {}
+    layout = layouts[0] if all(other == layouts[0] for other in layouts) else None
+    sums = ledger_checksums(conn, runs_since) if layout is not None else {}
     if conn.info.server_version < checksum.MIN_SERVER_VERSION:
         sums = {}
     schema = target.split(".", 1)[0]
     report = []
     for table, wanted in sorted(ledger.items()):
-        columns = [tuple(c) for c in layouts[0].get(table, [])] if table in sums else []
+        columns = [tuple(c) for c in layout.get(table, [])] if layout and table in sums else []
         row = conn.execute(checksum.server_query(schema, table, columns)).fetchone()
         found = int(row[0]) if row else 0
         if found != int(wanted):
