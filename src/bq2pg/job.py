@@ -36,7 +36,7 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg import checksum, ddl, load, state, watermark
+from bq2pg import checksum, ddl, load, postload, state, watermark
 from bq2pg import executor as executor_module
 from bq2pg.breaker import CircuitBreaker
 from bq2pg.config import DEFAULT_STREAMS, redact
@@ -44,7 +44,6 @@ from bq2pg.errors import (
     Bq2pgError,
     ConfigError,
     SessionExpiredError,
-    TransientTargetError,
     VerificationError,
 )
 from bq2pg.schema import TablePlan
@@ -480,20 +479,31 @@ def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> list[str]:
     if job.checksum and conn.info.server_version >= checksum.MIN_SERVER_VERSION:
         sums = state.ledger_checksums(conn, [run_id])
     columns = _checksum_columns(job)
-    problems, checked = [], []
-    for t in job.plan.all_tables():
+    tables = sorted(job.plan.all_tables(), key=lambda t: -ledger.get(t.name, 0))
+
+    def scan(scanner: psycopg.Connection, t: TablePlan) -> tuple[int, int | None]:
         covered = columns[t.name] if t.name in sums else []
         query = checksum.server_query(t.schema, physical(job.mode, t), covered)
-        row = conn.execute(query).fetchone()
-        found, wanted = (row[0] if row else 0), ledger.get(t.name, 0)
-        if found != wanted:
-            problems.append(f"{t.name}: {found:,} rows, the ledger committed {wanted:,}")
-        elif covered and row and int(row[1]) != sums[t.name]:
+        row = scanner.execute(query).fetchone()
+        if row is None:
+            return 0, None
+        return int(row[0]), (int(row[1]) if covered and row[1] is not None else None)
+
+    found = postload.spread(
+        job.database_url, tables, scan, lanes=postload.lanes_for(job.streams, len(tables)),
+        what="verifying", deadline=PUBLISH_TIMEOUT_S,
+    )  # fmt: skip
+    problems, checked = [], []
+    for t, (count, content) in zip(tables, found, strict=True):
+        wanted = ledger.get(t.name, 0)
+        if count != wanted:
+            problems.append(f"{t.name}: {count:,} rows, the ledger committed {wanted:,}")
+        elif content is not None and content != sums[t.name]:
             problems.append(
                 f"{t.name}: the content checksum of the stored rows differs from the ledger's "
                 "(values changed between reading and storing)"
             )
-        elif covered:
+        elif content is not None:
             checked.append(t.name)
     if problems:
         raise VerificationError(
@@ -527,12 +537,13 @@ def _publish(
     if job.mode == "replace":
         progress.phase(_VERIFYING)
         checked = bounded("verifying", lambda: verify(conn, job, run_id))  # type: ignore[assignment]
-        keys = [load.primary_key(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
-        if keys:
-            progress.phase(f"building the primary keys of {len(keys)} table(s)")
-        bounded(
-            "adding keys", lambda: load.execute(conn, keys, f"adding the keys of {plan_.qualified}")
-        )
+        keyed = [(t, physical("replace", t)) for t in plan_.all_tables() if t.key]
+        if keyed:
+            progress.phase(f"building the primary keys of {len(keyed)} table(s)")
+        postload.add_primary_keys(
+            job.database_url, keyed, lanes=postload.lanes_for(job.streams, len(keyed)),
+            deadline=PUBLISH_TIMEOUT_S,
+        )  # fmt: skip
         progress.phase("swapping the new tables in")
         bounded("publishing", lambda: load.publish_replace(conn, plan_, also=[finished]))
     elif job.mode == "merge":
@@ -557,30 +568,11 @@ def _publish(
     ]
     if job.after:
         progress.phase(f"building {len(job.after)} index(es)")
-    _after_publish(job.database_url, statements, progress)
-    return duplicates, checked
-
-
-def _after_publish(database_url: str, statements: list[sql.Composed], progress: Progress) -> None:
-    """Run post-publish statements on a fresh connection, retrying transient errors; warn."""
-    left = list(statements)
-    for attempt in range(1, AFTER_PUBLISH_ATTEMPTS + 1):
-        try:
-            with load.connect(database_url) as conn:
-                while left:
-                    load.execute(conn, [left[0]], "after publishing")
-                    left.pop(0)
-            return
-        except TransientTargetError as exc:
-            log.warning("after publishing (attempt %d): %s", attempt, exc)
-            time.sleep(min(2.0**attempt, 30.0))
-        except Bq2pgError as exc:
-            log.warning("after publishing: %s", exc)
-            left.pop(0)
-    log.warning(
-        "the data is published, but %d index or ANALYZE statement(s) did not run; run them "
-        "later: %s", len(left), "; ".join(s.as_string(None) for s in left)
+    postload.after_publish(
+        job.database_url, statements, lanes=postload.lanes_for(job.streams, len(statements)),
+        attempts=AFTER_PUBLISH_ATTEMPTS, deadline=PUBLISH_TIMEOUT_S,
     )  # fmt: skip
+    return duplicates, checked
 
 
 def _load_elsewhere(
