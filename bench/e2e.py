@@ -16,14 +16,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import psycopg
+import pyarrow as pa
 from psycopg import sql
 
 from bench.common import Sample, psql_copy
-from bq2pg import demo, emulator, model, patents, pipeline, publications, source
+from bq2pg import demo, emulator, generate, model, patents, pipeline, publications, source
 from bq2pg.source import TableRef
 
 STREAMS = 2
+#: Publications generated and loaded into the emulator at a time when seeding it.
+SEED_STEP = 50_000
 
 
 @dataclass
@@ -34,17 +38,22 @@ class PatentsE2E:
     read_seconds: float  # the emulator alone
     load_seconds: float  # bq2pg: read + transform + encode + COPY (+ checksums, ledger)
     publish_seconds: float  # verification, keys, indexes, ANALYZE
+    load_bytes: int  # COPY bytes bq2pg sent
     unchecked_load_seconds: float  # the same run with --no-checksum
     unchecked_publish_seconds: float
     copy_seconds: float  # psql \copy alone of the produced rows
     copy_bytes: int
     model_rows: int
+    #: CPU seconds during the checksummed load: the loader, the emulator, everything else
+    #: (PostgreSQL), and the wall seconds times the cores.
+    cpu: dict[str, float]
 
 
 @contextlib.contextmanager
-def seeded(rows: int) -> Iterator[tuple[source.Source, Path]]:
+def seeded(rows: int, *, full_text: bool = True) -> Iterator[tuple[source.Source, Path]]:
     """An emulator holding ``rows`` generated publications (seeding is not timed), and a
-    scratch folder."""
+    scratch folder. Without ``full_text`` the claims and descriptions are NULL: the emulator
+    keeps its tables in memory, ~13 GB for 1,000,000 publications without them."""
     with (
         tempfile.TemporaryDirectory() as work,
         emulator.start(log_path=Path(work) / "emulator.log") as emu,
@@ -54,8 +63,66 @@ def seeded(rows: int) -> Iterator[tuple[source.Source, Path]]:
             rest_endpoint=emu.rest_url,
             storage_endpoint=emu.grpc_endpoint,
         )
-        demo.seed(src, rows)
+        if full_text:
+            demo.seed(src, rows)
+        else:
+            ref = TableRef.parse(publications.SOURCE_TABLE)
+            source.create_table(src, ref, publications.PUBLICATIONS)
+            for start in range(0, rows, SEED_STEP):
+                part = generate.generate(min(SEED_STEP, rows - start), seed=start // SEED_STEP)
+                for name in publications.FULL_TEXT_COLUMNS:
+                    i = part.schema.get_field_index(name)
+                    nulls = pa.nulls(part.num_rows, part.schema.field(i).type)
+                    part = part.set_column(i, part.schema.field(i), nulls)
+                source.load_arrow(src, ref, part)
         yield src, Path(work)
+
+
+class CpuMeter:
+    """CPU seconds spent by this process, by the emulator (its child) and by everything
+    else on the machine (PostgreSQL, on a bench machine) during a run's load: from the run's
+    start to its first phase (verification). It is the run's progress listener."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.children = [
+            c for c in self.me.children(recursive=True) if "bqemulator" in " ".join(c.cmdline())
+        ]
+        self.cpu: dict[str, float] = {}
+        self.loading = False
+
+    def start(self, total_rows: int | None, streams: int) -> None:
+        self.before = self._now()
+        self.loading = True
+
+    def advance(self, rows: int, nbytes: int) -> None:
+        pass
+
+    def phase(self, description: str) -> None:
+        if self.loading:
+            self.cpu, self.loading = self.stop(), False
+
+    def _now(self) -> tuple[float, float, float, float]:
+        def busy(p: psutil.Process) -> float:
+            try:
+                t = p.cpu_times()
+                return t.user + t.system
+            except psutil.Error:
+                return 0.0
+
+        total = psutil.cpu_times()
+        machine = total.user + total.system + total.nice + getattr(total, "softirq", 0.0)
+        mine = busy(self.me)
+        return mine, sum(busy(c) for c in self.children), machine, time.perf_counter()
+
+    def stop(self) -> dict[str, float]:
+        mine, kids, machine, wall = (b - a for a, b in zip(self.before, self._now(), strict=True))
+        return {
+            "loader": mine,
+            "emulator": kids,
+            "postgres and the rest": max(0.0, machine - mine - kids),
+            "available": wall * (psutil.cpu_count() or 1),
+        }
 
 
 def copy_e2e(url: str, rows: int, rounds: int) -> list[Sample]:
@@ -141,7 +208,8 @@ def _copy_alone(url: str, psql: Path, folder: Path, schema: str) -> tuple[float,
 def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
     """``bq2pg patents`` (no full text) over the emulator, beside its two limits."""
     schema = "bench_patents"
-    with seeded(rows) as (src, work):
+    with seeded(rows, full_text=False) as (src, work):
+        meter = CpuMeter()
         read_rows, read_seconds = _read_alone(src)
         assert read_rows == rows, read_rows
         print(f"  emulator read alone: {rows / read_seconds:,.0f} rows/s", flush=True)
@@ -156,7 +224,8 @@ def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
         request = patents.PatentsRequest(
             database_url=url, schema=schema, streams=STREAMS, drop_tables=True
         )
-        result = patents.run(src, request)
+        result = patents.run(src, request, progress=meter)
+        cpu = meter.cpu
         rate = rows / result.load_seconds
         print(f"  bq2pg patents: load {rate:,.0f} rows/s, publish {result.publish_seconds:.1f} s")
         copy_seconds, copy_bytes, model_rows = _copy_alone(url, psql, work, schema)
@@ -168,9 +237,11 @@ def patents_e2e(url: str, psql: Path, rows: int) -> PatentsE2E:
         read_seconds=read_seconds,
         load_seconds=result.load_seconds,
         publish_seconds=result.publish_seconds,
+        load_bytes=result.bytes,
         unchecked_load_seconds=unchecked.load_seconds,
         unchecked_publish_seconds=unchecked.publish_seconds,
         copy_seconds=copy_seconds,
         copy_bytes=copy_bytes,
         model_rows=model_rows,
+        cpu=cpu,
     )
