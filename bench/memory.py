@@ -1,7 +1,8 @@
 """Peak RSS of the load engine against the number of rows: memory must stay flat.
 
 ``python -m bench.memory URL ROWS BASE.parquet`` loads ROWS publications (no full text) through
-the patents model's splitter and bq2pg's load engine, in batches of :data:`BATCH_ROWS` rows
+the patents model's splitter and bq2pg's load engine (content checksums on, as in a run), in
+batches of :data:`BATCH_ROWS` rows
 (the emulator sends messages of up to 65,536 rows): the generated rows of BASE.parquet (made
 once by :func:`write_base`), sent again and again under new publication numbers, so that what
 grows with the row count is the loader's memory, not a generator's. It prints its own peak RSS
@@ -68,7 +69,10 @@ def main() -> None:
         statements += [ddl.drop_table(t.schema, t.name), ddl.create_table(t)]
     load.execute(conn, statements, "memory bench tables")
     started = time.perf_counter()
-    write_batches(url, plan, batches(base, rows), splitter=lambda: Splitter(plan, full_text=False))
+    write_batches(
+        url, plan, batches(base, rows), splitter=lambda: Splitter(plan, full_text=False),
+        checksum=True,  # as a run computes them by default
+    )  # fmt: skip
     seconds = time.perf_counter() - started
     count = conn.execute(f'SELECT count(*) FROM "{schema}".publications').fetchone()  # noqa: S608
     conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
