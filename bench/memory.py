@@ -2,10 +2,10 @@
 
 ``python -m bench.memory URL ROWS BASE.parquet`` loads ROWS publications (no full text) through
 the patents model's splitter and bq2pg's load engine (content checksums on, as in a run), in
-batches of :data:`BATCH_ROWS` rows
-(the emulator sends messages of up to 65,536 rows): the generated rows of BASE.parquet (made
-once by :func:`write_base`), sent again and again under new publication numbers, so that what
-grows with the row count is the loader's memory, not a generator's. It prints its own peak RSS
+batches of :data:`BATCH_ROWS` rows (the emulator sends messages of up to 65,536 rows): the
+generated rows of BASE.parquet (made once by :func:`write_base`), sent again and again under
+new publication numbers, so that what grows with the row count is the loader's memory, not a
+generator's. It prints its own peak RSS
 and the seconds taken as JSON; the bench runs it in a fresh process per row count.
 """
 
