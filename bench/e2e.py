@@ -53,7 +53,8 @@ class PatentsE2E:
 def seeded(rows: int, *, full_text: bool = True) -> Iterator[tuple[source.Source, Path]]:
     """An emulator holding ``rows`` generated publications (seeding is not timed), and a
     scratch folder. Without ``full_text`` the claims and descriptions are NULL: the emulator
-    keeps its tables in memory, ~13 GB for 1,000,000 publications without them."""
+    keeps its tables in memory (4 GB for 300,000 publications without them, read once; at
+    1,000,000 it went past 22.9 GB and was killed on a 24 GB machine)."""
     with (
         tempfile.TemporaryDirectory() as work,
         emulator.start(log_path=Path(work) / "emulator.log") as emu,

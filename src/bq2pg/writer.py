@@ -8,6 +8,8 @@ writer thread sends the previous chunk, so the client's work overlaps the server
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import queue
@@ -63,6 +65,28 @@ WRITE_RETRY_ATTEMPTS = 8
 WRITE_RETRY_SECONDS = 120.0
 
 log = logging.getLogger(__name__)
+
+
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None elsewhere (musl, macOS)."""
+    try:
+        trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes, trim.restype = [ctypes.c_size_t], ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
+
+
+def give_back_memory() -> None:
+    """Return the C heap's free pages to the system. Splitting and encoding a batch allocate
+    and free hundreds of MB across threads (numpy, DuckDB results, Arrow kernels); glibc keeps
+    the freed pages in its arenas, and the loader's RSS climbed ~400 MB above its working set
+    (peak 1.0-1.1 GiB for 250,000 publications, 0.77 GiB with a trim after each batch)."""
+    if _TRIM is not None:
+        _TRIM(0)
 
 
 def _log_retry(state: RetryCallState) -> None:
@@ -326,6 +350,7 @@ def write_batches(
                     if chunk.nbytes >= COPY_CHUNK_BYTES:
                         chunks.put(chunk)
                         chunk = _Chunk(tables, position)
+                give_back_memory()
                 if budget.exhausted:
                     break
             if chunk.nbytes and not failed.is_set():
