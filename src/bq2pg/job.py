@@ -476,7 +476,12 @@ def verify(conn: psycopg.Connection, job: Job, run_id: uuid.UUID) -> list[str]:
     """
     _, ledger = state.committed(conn, run_id)
     sums: dict[str, int] = {}
-    if job.checksum and conn.info.server_version >= checksum.MIN_SERVER_VERSION:
+    if (
+        job.checksum
+        and conn.info.server_version >= checksum.MIN_SERVER_VERSION
+        # a run begun by an older bq2pg and resumed by this one holds checksums of two forms
+        and state.checksum_form(conn, run_id) == checksum.FORM
+    ):
         sums = state.ledger_checksums(conn, [run_id])
     columns = _checksum_columns(job)
     tables = sorted(job.plan.all_tables(), key=lambda t: -ledger.get(t.name, 0))

@@ -277,6 +277,14 @@ def ledger_checksums(conn: psycopg.Connection, run_ids: list[uuid.UUID]) -> dict
     return {key: int(total) for key, total, n, chunks in rows if n == chunks}
 
 
+def checksum_form(conn: psycopg.Connection, run_id: uuid.UUID) -> int | None:
+    """The canonical form of the checksums ``run_id`` records (None: none recorded)."""
+    row = conn.execute(
+        "SELECT checksum_form FROM bq2pg.runs WHERE run_id = %s", [run_id]
+    ).fetchone()
+    return row[0] if row else None
+
+
 def record_checksum_columns(
     conn: psycopg.Connection, run_id: uuid.UUID, columns: dict[str, list[tuple[str, str]]]
 ) -> None:
