@@ -83,6 +83,16 @@ def test_configuration_errors_exit_2_with_the_fix(args, code, message, emulator_
     assert message in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [(["verify", "s.t", "--to", "x"], "No such option"), (["copy"], "Missing argument")],
+)
+def test_usage_errors_exit_2_without_a_traceback(args, message):
+    done = bq2pg_cmd(*args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr and "Traceback" not in done.stderr
+
+
 def test_missing_source_table_exits_3(emulator_env):
     result = bq2pg_cmd(
         "copy", "bq2pg-test.nosuch.table", "--to", "postgresql://x@/y", env=emulator_env
