@@ -85,7 +85,7 @@ def test_configuration_errors_exit_2_with_the_fix(args, code, message, emulator_
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["verify", "s.t", "--to", "x"], "No such option"), (["copy"], "Missing argument")],
+    [(["verify", "s.t", "--into", "x"], "No such option"), (["copy"], "Missing argument")],
 )
 def test_usage_errors_exit_2_without_a_traceback(args, message):
     done = bq2pg_cmd(*args)
@@ -175,5 +175,5 @@ def test_verify_rechecks_counts_and_catches_a_deleted_row(
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.count(" ok ") == 2  # t and t__r
     pg.execute(f'DELETE FROM "{pg_schema}"."t__r" WHERE parent_id = 0 AND ordinal = 2')
-    bad = bq2pg_cmd("verify", target, "--database", pg_url)
+    bad = bq2pg_cmd("verify", target, "--to", pg_url)  # --to, as copy says, works too
     assert bad.returncode == 7 and "MISMATCH" in bad.stdout

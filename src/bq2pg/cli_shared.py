@@ -151,8 +151,10 @@ class RichProgress:
         self.bar.stop()
 
 
+#: The database of the state, dlq and verify commands; ``--to`` too, as copy and patents say.
 DatabaseOpt = Annotated[
-    str | None, typer.Option("--database", help="PostgreSQL URL [env: BQ2PG_DATABASE_URL].")
+    str | None,
+    typer.Option("--database", "--to", help="PostgreSQL URL [env: BQ2PG_DATABASE_URL]."),
 ]
 
 
