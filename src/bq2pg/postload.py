@@ -12,13 +12,13 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
 from typing import TypeVar
 
 import psycopg
 from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from bq2pg import load
 from bq2pg.errors import Bq2pgError, TransientTargetError
@@ -62,40 +62,46 @@ def spread(
     failures: list[BaseException] = []
     stop = threading.Event()
 
-    def attempt(conn: psycopg.Connection, index: int) -> R:
+    local = threading.local()  # each lane's connection, opened again after a loss
+
+    def attempt(index: int) -> R:
+        conn = getattr(local, "conn", None)
+        if conn is None or conn.closed:
+            conn = local.conn = load.connect(database_url)
         try:
-            return load.with_deadline(conn, deadline, what, partial(work, conn, items[index]))
-        except psycopg.Error as exc:  # not translated by ``work``
-            raise load.translate(exc, what) from exc
+            try:
+                return load.with_deadline(conn, deadline, what, partial(work, conn, items[index]))
+            except psycopg.Error as exc:  # not translated by ``work``
+                raise load.translate(exc, what) from exc
+        except TransientTargetError:
+            conn.close()  # the next attempt connects again
+            raise
 
     def lane() -> None:
-        conn: psycopg.Connection | None = None
         try:
             while not stop.is_set():
                 try:
                     index = todo.get_nowait()
                 except queue.Empty:
                     return
-                for tried in range(1, attempts + 1):
-                    try:
-                        if conn is None or conn.closed:
-                            conn = load.connect(database_url)
-                        results[index] = attempt(conn, index)
-                        break
-                    except TransientTargetError as exc:
-                        if conn is not None:
-                            conn.close()
-                        conn = None
-                        if tried == attempts:
-                            raise
-                        log.warning("%s (attempt %d of %d): %s", what, tried, attempts, exc)
-                        time.sleep(min(2.0**tried, 30.0))
+                for tried in Retrying(
+                    retry=retry_if_exception_type(TransientTargetError),
+                    stop=stop_after_attempt(attempts),
+                    wait=wait_exponential(multiplier=2, max=30),
+                    before_sleep=lambda state: log.warning(
+                        "%s (attempt %d of %d): %s", what, state.attempt_number, attempts,
+                        state.outcome.exception() if state.outcome else None,
+                    ),
+                    reraise=True,
+                ):  # fmt: skip
+                    with tried:
+                        results[index] = attempt(index)
         except BaseException as exc:
             failures.append(exc)
             stop.set()
         finally:
-            if conn is not None:
-                conn.close()
+            if getattr(local, "conn", None) is not None:
+                local.conn.close()
 
     threads = [
         threading.Thread(target=lane, name=f"bq2pg-postload-{i}", daemon=True)
