@@ -34,8 +34,12 @@ from psycopg.types.json import Jsonb
 from bench import e2e, memory, peers
 from bench.common import ROOT, Sample, alternate, bq2pg_load, encode_file, psql_copy, server
 from bench.plot import plot
-from bq2pg import ddl, generate, load, normalize, publications
-from bq2pg.schema import TablePlan, plan_table
+from bq2pg.arrow import split as normalize
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
+from bq2pg.plan import ddl
+from bq2pg.plan.tables import TablePlan, plan_table
+from bq2pg.postgres import connection as load
 
 REPORT = ROOT / "docs" / "benchmarks.md"
 FIGURE = ROOT / "docs" / "benchmarks.png"

@@ -16,10 +16,12 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg import binary, ddl, load
-from bq2pg.encode import Encoder
-from bq2pg.schema import TablePlan
-from bq2pg.writer import write_batches
+from bq2pg.arrow import binary
+from bq2pg.arrow.encode import Encoder
+from bq2pg.engine.stream import write_batches
+from bq2pg.plan import ddl
+from bq2pg.plan.tables import TablePlan
+from bq2pg.postgres import connection as load
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -23,7 +23,7 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
-from bq2pg.schema import TablePlan
+from bq2pg.plan.tables import TablePlan
 
 #: Rows per multi-row INSERT asked for; PostgreSQL allows at most 65,535 bind parameters
 #: per statement, so wider tables get fewer (:func:`multi_chunksize`).

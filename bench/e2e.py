@@ -22,8 +22,14 @@ import pyarrow as pa
 from psycopg import sql
 
 from bench.common import Sample, psql_copy
-from bq2pg import demo, emulator, generate, model, patents, pipeline, publications, source
-from bq2pg.source import TableRef
+from bq2pg.bigquery import client as source
+from bq2pg.bigquery.client import TableRef
+from bq2pg.engine import copy as pipeline
+from bq2pg.local import demo, emulator
+from bq2pg.patents import model
+from bq2pg.patents import pipeline as patents
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
 
 STREAMS = 2
 #: Publications generated and loaded into the emulator at a time when seeding it.

@@ -21,9 +21,13 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from bq2pg import ddl, generate, load, model, publications
-from bq2pg.transform import Splitter
-from bq2pg.writer import write_batches
+from bq2pg.engine.stream import write_batches
+from bq2pg.patents import model
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
+from bq2pg.patents.transform import Splitter
+from bq2pg.plan import ddl
+from bq2pg.postgres import connection as load
 
 BATCH_ROWS = 32_768
 

@@ -20,8 +20,10 @@ import pyarrow as pa
 
 from bench import contenders
 from bench.common import Sample, alternate, bq2pg_load, encode_file, psql_copy
-from bq2pg import generate, normalize, publications
-from bq2pg.schema import Field, plan_table
+from bq2pg.arrow import split as normalize
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
+from bq2pg.plan.tables import Field, plan_table
 
 FLAT_FIELDS = [
     Field("id", "INT64"), Field("amount", "FLOAT64"), Field("score", "FLOAT64"),

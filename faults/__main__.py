@@ -3,9 +3,14 @@
 ``python -m faults [--trials N] [--seed S]`` starts its own embedded PostgreSQL and emulator,
 seeds generated publications, then runs N trials of each scenario with random kill moments
 (``kill -9`` of the loader up to 3 times per trial; PostgreSQL crash-restart once; TCP resets
-up to 3 times and a black hole once, through a proxy; the target's tablespace on a small
+up to 3 times and a black hole once, through a proxy; the run's own connection terminated
+while it sits idle mid-load, and once the load is done; the target's tablespace on a small
 tmpfs that fills mid-load and is then grown), plus the negative control, and writes
 one row per scenario (RELIABILITY.md c.4).
+
+Every scenario but kill -9 counts a trial as passing only if the loader run that suffered the
+faults finished by itself ("ended by the fault" must be 0); a re-run afterwards only lets the
+oracle check that nothing was lost even then.
 """
 
 from __future__ import annotations
@@ -22,8 +27,10 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bq2pg import emulator, generate, publications
-from bq2pg.source import Source, TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import Source, TableRef, create_table, load_arrow
+from bq2pg.local import emulator
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
 from faults import diskfull, harness
 
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "faults.md"
@@ -57,7 +64,15 @@ def main() -> None:
             load_arrow(src, TableRef.parse(table_id), rows)
             expected = harness.expectation(rows, planted)
             for n in range(args.trials):
-                for scenario in ("kill", "restart", "reset", "blackhole", "diskfull"):
+                for scenario in (
+                    "kill",
+                    "restart",
+                    "reset",
+                    "blackhole",
+                    "idle",
+                    "publishing",
+                    "diskfull",
+                ):
                     schema = f"f_{uuid.uuid4().hex[:10]}"
                     if scenario == "diskfull":
                         try:
@@ -65,10 +80,29 @@ def main() -> None:
                         except diskfull.Unsupported as exc:  # not root, no tmpfs
                             print(f"skipping disk full: {exc}", flush=True)
                             continue
+                        run = trial.runs[0]  # one loader run: it must finish by itself too
+                        trial.recovered = (
+                            run.returncode in harness.FINISHED
+                            and not run.hung
+                            and trial.statuses.get("succeeded", 0) == 1
+                        )
+                        trial.exit = run.returncode
+                        if not trial.recovered:
+                            trial.error = _last_line(run.stderr)
                     elif scenario == "kill":
                         trial = harness.kill_trial(emu, url, table_id, expected, schema, rng)
                     elif scenario == "restart":
                         trial = harness.restart_trial(emu, url, table_id, expected, schema, rng)
+                    elif scenario in ("idle", "publishing"):
+                        trial = harness.idle_trial(
+                            emu,
+                            url,
+                            table_id,
+                            expected,
+                            schema,
+                            rng,
+                            publishing=scenario == "publishing",
+                        )
                     else:
                         trial = harness.network_trial(
                             emu,
@@ -83,7 +117,9 @@ def main() -> None:
                     o = trial.oracle
                     print(f"trial {n + 1} {trial.scenario}: faults {trial.faults}, lost {o.lost}, "
                           f"duplicated {o.duplicated}, corrupted {o.corrupted}, dead letters {o.dead} "
-                          f"({o.dead_wrong} wrong), {trial.seconds:.1f} s", flush=True)  # fmt: skip
+                          f"({o.dead_wrong} wrong), {trial.seconds:.1f} s"
+                          + ("" if trial.recovered is not False else
+                             f"; ENDED BY THE FAULT ({_ended(trial)})"), flush=True)  # fmt: skip
                     _drop(url, schema)
             control_schema = f"f_{uuid.uuid4().hex[:10]}"
             control = harness.kill_trial(
@@ -97,6 +133,18 @@ def main() -> None:
     text = report(trials, control, args.seed)
     REPORT.write_text(text)
     print(text)
+
+
+def _last_line(text: str) -> str:
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+
+
+def _ended(trial: harness.Trial) -> str:
+    """How a run that the fault ended ended, and what the re-run did."""
+    code = "hung" if trial.exit is None else f"exit {trial.exit}"
+    rerun = "" if trial.rerun is None else f"; the re-run exited {trial.rerun}"
+    return f"{code}: {trial.error or '?'}{rerun}"
 
 
 def _drop(url: str, schema: str) -> None:
@@ -115,10 +163,16 @@ def report(trials: list[harness.Trial], control: harness.Trial, seed: int) -> st
         "lets the next run resume, and compares the target with the source. One source row in "
         f"{harness.PLANT_EVERY:,} carries a NUL in its country code, which PostgreSQL rejects: "
         "each such planted row must be in `bq2pg.dead_letters` exactly once (a wrong, missing "
-        "or doubled dead letter counts as wrong).",
+        "or doubled dead letter counts as wrong). A transient fault must not end the run: "
+        "outside kill -9 (a killed process cannot finish by itself; resuming is its point), a "
+        "trial passes only if the loader run that suffered the faults finished by itself (exit "
+        '0 or 8, its run `succeeded`); "ended by the fault" counts the others, and must be 0. '
+        "Such a run is then re-run, only so that the oracle can count what was lost even then. "
+        "The two \"run's connection\" scenarios terminate only the backend holding the run's advisory "
+        "lock (`pg_terminate_backend`), while the streams load or once the ledger holds every row.",
         "",
-        "| scenario | trials | faults injected | rows expected | rows present | lost | duplicated | corrupted | DLQ rows / planted | hung trials | max trial s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| scenario | trials | faults injected | rows expected | rows present | lost | duplicated | corrupted | DLQ rows / planted | hung trials | ended by the fault | max trial s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     groups: dict[str, list[harness.Trial]] = {}
     for t in trials:
@@ -141,11 +195,20 @@ def report(trials: list[harness.Trial], control: harness.Trial, seed: int) -> st
                 else ""
             ),
             sum(t.hung for t in group),
+            (
+                sum(t.recovered is False for t in group)
+                if any(t.recovered is not None for t in group)
+                else "n/a"
+            ),
             f"{max(t.seconds for t in group):.1f}",
         ]
         lines.append(
             "| " + " | ".join(f"{c:,}" if isinstance(c, int) else str(c) for c in cells) + " |"
         )
+    ended = [t for t in trials if t.recovered is False]
+    if ended:
+        lines += ["", "Runs ended by the fault (each a failed trial):", ""]
+        lines += [f"- {t.scenario}: {_ended(t)}" for t in ended]
     o = control.oracle
     lines += [
         "",

@@ -295,7 +295,8 @@ def negative_control_env(directory: Path) -> dict[str, str]:
 
 _TERMINAL_DISK_FULL = """\
 # faults/diskfull.py's negative control: this loader gives up on 53100 disk_full.
-from bq2pg import errors, load
+from bq2pg import errors
+from bq2pg.postgres import connection as load
 
 _translate = load.translate
 

@@ -20,6 +20,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pyarrow as pa
@@ -222,6 +223,19 @@ class Trial:
     seconds: float
     #: The loader refused to publish (exit 7: its own verification caught the fault).
     refused: bool = False
+    #: The loader run that suffered the faults finished by itself (exit 0 or 8, and its run
+    #: ``succeeded`` in bq2pg.runs); False fails the trial, whatever a re-run does afterwards.
+    #: None: not judged (kill -9: a killed process cannot finish, resuming is its point).
+    recovered: bool | None = None
+    #: That run's exit code (None: it hung and was killed) and, when it did not finish by
+    #: itself, the last line of its stderr.
+    exit: int | None = None
+    error: str = ""
+    #: The end of that run's stderr (its traceback), when it did not finish by itself.
+    log: str = ""
+    #: Exit code of the re-run after a run that did not finish by itself (None: no re-run).
+    #: It only lets the oracle check that nothing was lost even then; it never passes a trial.
+    rerun: int | None = None
 
 
 def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **env) -> Trial:
@@ -266,8 +280,50 @@ def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **e
                      time.monotonic() - started, refused)  # fmt: skip
 
 
+def _last_line(err: bytes) -> str:
+    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
+    return lines[-1].strip() if lines else ""
+
+
+def _rerun(emu, pg_url, table_id, target, **env) -> int:
+    """Run the loader once more (it resumes the failed run) and return its exit code: only
+    so that the oracle can check that nothing was lost even after a run that the fault ended."""
+    proc = loader(emu, pg_url, table_id, target, **env)
+    try:
+        proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+    return proc.returncode
+
+
+def _judge(
+    proc: subprocess.Popen[bytes], err: bytes, hung: bool, pg_url: str, target: str
+) -> dict[str, Any]:
+    """:class:`Trial`'s ``recovered``, ``exit``, ``error`` and ``log`` for the loader run that
+    suffered the faults: finished by itself = exit 0 or 8 and its run succeeded."""
+    log = err.decode(errors="replace")[-4000:]
+    if hung:
+        return {
+            "recovered": False,
+            "exit": None,
+            "error": "hung: killed by the deadline",
+            "log": log,
+        }
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        done = finished(pg, target)
+    if proc.returncode in FINISHED and done:
+        return {"recovered": True, "exit": proc.returncode}
+    why = _last_line(err) or f"exit {proc.returncode}, but the run did not succeed"
+    return {"recovered": False, "exit": proc.returncode, "error": why, "log": log}
+
+
 def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
-    """Crash-restart PostgreSQL once mid-load; the loader retries, or a re-run resumes."""
+    """Crash-restart PostgreSQL once mid-load; the same loader run must ride it out.
+
+    The trial passes only if that run finishes by itself (:attr:`Trial.recovered`); when it
+    does not, a re-run resumes it so that the oracle can still count what was lost.
+    """
     target = f"{schema}.pubs"
     started = time.monotonic()
     with psycopg.connect(pg_url, autocommit=True) as pg:
@@ -278,15 +334,98 @@ def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
         time.sleep(rng.uniform(0.0, 0.3))
         mid_load = proc.poll() is None
     restart_postgres(pg_url)
-    proc.communicate(timeout=300)
-    with psycopg.connect(pg_url, autocommit=True) as pg:
-        done = finished(pg, target)
-    if proc.returncode not in FINISHED and not done:  # the outage outlasted the retries
-        run_to_end(emu, pg_url, table_id, target)
+    hung = False
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        hung = True
+        proc.kill()
+        _, err = proc.communicate()
+    judged = _judge(proc, err, hung, pg_url, target)
+    rerun = None if judged["recovered"] else _rerun(emu, pg_url, table_id, target)
     with psycopg.connect(pg_url, autocommit=True) as pg:
         result = oracle(pg, schema, expected)
-    return Trial("PostgreSQL crash-restart", int(mid_load), result, [], False,
-                 time.monotonic() - started)  # fmt: skip
+    return Trial("PostgreSQL crash-restart", int(mid_load), result, [], hung,
+                 time.monotonic() - started, **judged,
+                 rerun=rerun)  # fmt: skip
+
+
+#: Terminates the backend that holds the target's session-level advisory lock (the key of
+#: ``state.lock_target``): the run's own connection, and no stream's. With ``rows`` set, only
+#: once the ledger holds that many rows and before the run succeeded: the run is about to ping
+#: its connection, verify and publish. One row per backend signalled (true).
+_TERMINATE_RUN_CONNECTION = """
+SELECT pg_terminate_backend(l.pid)
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
+  AND a.application_name = 'bq2pg'
+  AND ((l.classid::int8 << 32) | l.objid::int8) = hashtextextended(%(key)s, 0)
+  AND (%(rows)s::bigint IS NULL OR (
+    (SELECT coalesce(sum((c.rows->>%(table)s)::bigint), 0) FROM bq2pg.chunks c
+     JOIN bq2pg.runs r USING (run_id) WHERE r.target = %(target)s) >= %(rows)s::bigint
+    AND NOT EXISTS (SELECT FROM bq2pg.runs WHERE target = %(target)s AND status = 'succeeded')))
+"""
+
+
+def terminate_run_connection(
+    pg: psycopg.Connection, target: str, *, rows: int | None = None
+) -> int:
+    """``pg_terminate_backend`` the run's own connection (the holder of ``target``'s advisory
+    lock); with ``rows``, only once the ledger counts ``rows`` rows and the run has not yet
+    succeeded. The number of backends terminated (0 or 1)."""
+    params = {
+        "key": f"bq2pg:{target}",
+        "table": target.split(".")[1],
+        "target": target,
+        "rows": rows,
+    }
+    try:
+        found = pg.execute(_TERMINATE_RUN_CONNECTION, params).fetchall()
+    except psycopg.errors.UndefinedTable:  # the state tables do not exist yet
+        return 0
+    return sum(1 for (signalled,) in found if signalled)
+
+
+IDLE_MID_LOAD = "run's idle connection terminated mid-load"
+IDLE_PUBLISHING = "run's connection terminated after the load (publishing)"
+
+
+def idle_trial(emu, pg_url, table_id, expected, schema, rng, *, publishing: bool = False) -> Trial:
+    """Terminate only the run's own connection, which sits idle while the streams load (after
+    a first chunk committed) or, with ``publishing``, once the ledger holds every row (the
+    run pings, verifies and publishes). The same run must reconnect and finish by itself."""
+    target = f"{schema}.pubs"
+    started = time.monotonic()
+    rows = sum(1 for v in expected.values() if v != PLANTED)
+    faults, hung = 0, False
+    with psycopg.connect(pg_url, autocommit=True) as pg:
+        proc = loader(emu, pg_url, table_id, target)
+        end = time.monotonic() + 60
+        if publishing:
+            while not faults and proc.poll() is None and time.monotonic() < end:
+                faults = terminate_run_connection(pg, target, rows=rows)
+                time.sleep(0.002)
+        else:
+            while committed(pg, target) == 0 and proc.poll() is None and time.monotonic() < end:
+                time.sleep(0.02)
+            time.sleep(rng.uniform(0.0, 0.3))
+            while not faults and proc.poll() is None and time.monotonic() < end:
+                if finished(pg, target):
+                    break
+                faults = terminate_run_connection(pg, target)
+                time.sleep(0.01)
+        try:
+            _, err = proc.communicate(timeout=120)
+        except subprocess.TimeoutExpired:
+            hung = True
+            proc.kill()
+            _, err = proc.communicate()
+        judged = _judge(proc, err, hung, pg_url, target)
+        rerun = None if judged["recovered"] else _rerun(emu, pg_url, table_id, target)
+        result = oracle(pg, schema, expected)
+    return Trial(IDLE_PUBLISHING if publishing else IDLE_MID_LOAD, faults, result, [], hung,
+                 time.monotonic() - started, **judged,
+                 rerun=rerun)  # fmt: skip
 
 
 def _via(proxy_port: int, pg_url: str) -> str:
@@ -304,7 +443,8 @@ def _socket_path(pg_url: str) -> str:
 
 
 def network_trial(emu, pg_url, table_id, expected, schema, rng, *, blackhole: bool) -> Trial:
-    """Reset (RST) or black-hole the loader's connections mid-load through a TCP proxy."""
+    """Reset (RST) or black-hole the loader's connections mid-load through a TCP proxy; the
+    same loader run must ride it out (:attr:`Trial.recovered`), as in :func:`restart_trial`."""
     from faults.proxy import FaultProxy
 
     target = f"{schema}.pubs"
@@ -330,16 +470,17 @@ def network_trial(emu, pg_url, table_id, expected, schema, rng, *, blackhole: bo
                 time.sleep(rng.uniform(0.0, 0.2))
                 faults += proxy.blackhole_all() > 0 if blackhole else proxy.reset_all() > 0
             try:
-                proc.communicate(timeout=90)
+                _, err = proc.communicate(timeout=90)
             except subprocess.TimeoutExpired:
                 hung = True
                 proc.kill()
-                proc.communicate()
+                _, err = proc.communicate()
             proxy.reset_all()  # the half-open connections go, with the lock they held
-            if proc.returncode not in FINISHED and not finished(pg, target):
-                run_to_end(emu, url, table_id, target, **env)
+            judged = _judge(proc, err, hung, pg_url, target)
+            rerun = None if judged["recovered"] else _rerun(emu, url, table_id, target, **env)
             result = oracle(pg, schema, expected)
     finally:
         proxy.close()
     name = "half-open connection (black hole)" if blackhole else "TCP reset"
-    return Trial(name, faults, result, [], hung, time.monotonic() - started)
+    return Trial(name, faults, result, [], hung, time.monotonic() - started,
+                 **judged, rerun=rerun)  # fmt: skip

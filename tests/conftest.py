@@ -21,9 +21,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bq2pg import emulator
-from bq2pg.schema import Field
-from bq2pg.source import Source, TableRef, create_table
+from bq2pg.bigquery.client import Source, TableRef, create_table
+from bq2pg.local import emulator
+from bq2pg.plan.tables import Field
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 PATENTS_DIR = SHARED / "patents"

@@ -23,10 +23,11 @@ import pytest
 from faults import bqproxy
 from psycopg import sql
 
-from bq2pg import CopyRequest, copy_table, source
+from bq2pg import CopyRequest, copy_table
+from bq2pg.bigquery import client as source
+from bq2pg.bigquery.client import Source, TableRef
 from bq2pg.errors import SessionExpiredError, SourceError, TransientSourceError
-from bq2pg.schema import Field
-from bq2pg.source import Source, TableRef
+from bq2pg.plan.tables import Field
 from conftest import EMULATOR_PROJECT, make_table
 
 ROWS = 3000

@@ -44,10 +44,13 @@ from psycopg import sql
 from psycopg.conninfo import make_conninfo
 from psycopg.types.range import Range
 
-from bq2pg import CopyRequest, copy_table, load, patents, publications
+from bq2pg import CopyRequest, copy_table
 from bq2pg.errors import TargetError, TransientTargetError
-from bq2pg.patents import PatentsRequest
-from bq2pg.schema import Field
+from bq2pg.patents import pipeline as patents
+from bq2pg.patents import source as publications
+from bq2pg.patents.pipeline import PatentsRequest
+from bq2pg.plan.tables import Field
+from bq2pg.postgres import connection as load
 from conftest import bq2pg_cmd, make_table, patents_file
 from test_security import CANARY
 

@@ -14,12 +14,15 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from bq2pg import CopyRequest, checksum, copy_table, ddl, state
+from bq2pg import CopyRequest, copy_table
+from bq2pg.bigquery.client import TableRef
+from bq2pg.engine.run import Job, verify
+from bq2pg.engine.stream import Ledger, physical, write_batches
 from bq2pg.errors import VerificationError
-from bq2pg.job import Job, verify
-from bq2pg.schema import Field, plan_table
-from bq2pg.source import TableRef
-from bq2pg.writer import Ledger, physical, write_batches
+from bq2pg.plan import ddl
+from bq2pg.plan.tables import Field, plan_table
+from bq2pg.quality import checksum
+from bq2pg.state import runs as state
 from conftest import make_table
 
 FIELDS = [

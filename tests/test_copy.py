@@ -7,8 +7,8 @@ import pytest
 from psycopg import sql
 
 from bq2pg import ConfigError, CopyRequest, FilterError, TargetMismatchError, copy_table
-from bq2pg.schema import Field
-from bq2pg.source import Source
+from bq2pg.bigquery.client import Source
+from bq2pg.plan.tables import Field
 from conftest import make_table
 
 FIELDS = [
@@ -183,8 +183,9 @@ def test_limit_copies_exactly_that_many_rows(source, dataset, pg_url, pg_schema,
 
 
 def test_many_streams_give_the_same_rows_as_one(source, dataset, pg_url, pg_schema, pg):
-    from bq2pg import generate, publications
-    from bq2pg.source import TableRef, create_table, load_arrow
+    from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+    from bq2pg.patents import source as publications
+    from bq2pg.patents import synthetic as generate
 
     table_id = f"{dataset}.pubs"
     create_table(source, TableRef.parse(table_id), publications.PUBLICATIONS)
@@ -259,7 +260,7 @@ def test_a_target_with_row_level_security_is_refused_up_front(
 
 def test_a_database_that_is_not_utf8_is_refused(pg_url, pg):
     from bq2pg.errors import TargetError
-    from bq2pg.load import connect
+    from bq2pg.postgres.connection import connect
 
     pg.execute("DROP DATABASE IF EXISTS bq2pg_ascii")
     pg.execute(

@@ -8,12 +8,13 @@ from collections.abc import Iterator
 import pyarrow as pa
 import pytest
 
-from bq2pg import CopyRequest, copy_table, state
+from bq2pg import CopyRequest, copy_table
+from bq2pg.bigquery.client import ReadSession
+from bq2pg.engine.copy import plan
+from bq2pg.engine.dask import StreamTask, run_task
 from bq2pg.errors import ConfigError
-from bq2pg.executor import StreamTask, run_task
-from bq2pg.pipeline import plan
-from bq2pg.schema import Field
-from bq2pg.source import ReadSession
+from bq2pg.plan.tables import Field
+from bq2pg.state import runs as state
 from conftest import make_table
 
 distributed = pytest.importorskip("distributed", reason="needs the dask extra")

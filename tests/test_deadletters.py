@@ -14,10 +14,11 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from bq2pg import CopyRequest, copy_table, state
-from bq2pg.load import connect
-from bq2pg.schema import Field, plan_table
-from bq2pg.writer import DEAD_LETTERS, write_batches
+from bq2pg import CopyRequest, copy_table
+from bq2pg.engine.stream import DEAD_LETTERS, write_batches
+from bq2pg.plan.tables import Field, plan_table
+from bq2pg.postgres.connection import connect
+from bq2pg.state import runs as state
 from conftest import make_table
 
 N = 200  # rows per case; bad rows are planted among them
@@ -27,7 +28,8 @@ def load_direct(pg_url: str, schema: str, fields: list[Field], table: pa.Table) 
     plan = plan_table(fields, source="test", schema=schema, name="t", key=("id",), nested="tables")
     with connect(pg_url) as conn:
         state.ensure(conn)
-        from bq2pg import ddl, load
+        from bq2pg.plan import ddl
+        from bq2pg.postgres import connection as load
 
         load.execute(
             conn,

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from faults import diskfull, harness
 
-from bq2pg import generate, publications
-from bq2pg.patents import PatentsRequest, run
-from bq2pg.source import TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
+from bq2pg.patents.pipeline import PatentsRequest, run
 
 #: Publications behind the F4b export: their features file (~150 B a row as CSV, ~50 B as
 #: Parquet) is many times the tmpfs below.

@@ -11,9 +11,11 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from bq2pg import binary, ddl, load
-from bq2pg.encode import Encoder
-from bq2pg.schema import Field, plan_table
+from bq2pg.arrow import binary
+from bq2pg.arrow.encode import Encoder
+from bq2pg.plan import ddl
+from bq2pg.plan.tables import Field, plan_table
+from bq2pg.postgres import connection as load
 
 UTC = dt.UTC
 CONTROL = "".join(chr(c) for c in range(1, 32))

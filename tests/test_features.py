@@ -9,10 +9,11 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from bq2pg import features, publications
+from bq2pg.bigquery.client import TableRef, create_table
 from bq2pg.errors import ConfigError, FilterError
-from bq2pg.patents import PatentsRequest, run
-from bq2pg.source import TableRef, create_table
+from bq2pg.patents import features
+from bq2pg.patents import source as publications
+from bq2pg.patents.pipeline import PatentsRequest, run
 from conftest import patents_file
 
 

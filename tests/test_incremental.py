@@ -8,8 +8,8 @@ import pytest
 from psycopg import sql
 
 from bq2pg import ConfigError, CopyRequest, copy_table
-from bq2pg.schema import Field
-from bq2pg.watermark import bound, parse_lag
+from bq2pg.plan.tables import Field
+from bq2pg.plan.watermark import bound, parse_lag
 from conftest import make_table
 
 FIELDS = [

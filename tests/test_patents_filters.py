@@ -9,10 +9,12 @@ import pyarrow.compute as pc
 import pytest
 from psycopg import sql
 
-from bq2pg import generate, model, publications
+from bq2pg.bigquery.client import TableRef, create_table, load_arrow
 from bq2pg.errors import ConfigError
-from bq2pg.patents import TEST_ROWS, PatentsRequest, row_restriction, run
-from bq2pg.source import TableRef, create_table, load_arrow
+from bq2pg.patents import model
+from bq2pg.patents import source as publications
+from bq2pg.patents import synthetic as generate
+from bq2pg.patents.pipeline import TEST_ROWS, PatentsRequest, row_restriction, run
 
 ROWS = 600
 
@@ -162,7 +164,7 @@ def test_the_30_column_snapshot_loads_into_the_same_model(source, dataset, pg_ur
 
 
 def test_a_table_without_the_patents_columns_is_refused(source, dataset, pg_url, pg_schema):
-    from bq2pg.schema import Field
+    from bq2pg.plan.tables import Field
     from conftest import make_table
 
     table_id = make_table(source, dataset, "other", [Field("id", "INT64")], [])
@@ -171,8 +173,8 @@ def test_a_table_without_the_patents_columns_is_refused(source, dataset, pg_url,
 
 
 def _fields(schema: list[dict]) -> list:
-    from bq2pg import typemap
-    from bq2pg.schema import Field
+    from bq2pg.plan import typemap
+    from bq2pg.plan.tables import Field
 
     return [
         Field(

@@ -21,8 +21,9 @@ import pytest
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from bq2pg import patents, publications
-from bq2pg.patents import PatentsRequest
+from bq2pg.patents import pipeline as patents
+from bq2pg.patents import source as publications
+from bq2pg.patents.pipeline import PatentsRequest
 from conftest import EMULATOR_PROJECT, make_table, patents_file
 
 KEY = "publication_number"

@@ -8,9 +8,11 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bq2pg import ddl, load, postload
 from bq2pg.errors import TargetError
-from bq2pg.schema import Field, plan_table
+from bq2pg.plan import ddl
+from bq2pg.plan.tables import Field, plan_table
+from bq2pg.postgres import connection as load
+from bq2pg.postgres import postload
 
 
 def test_lanes_follow_streams_within_bounds():

@@ -11,9 +11,11 @@ import uuid
 
 import pytest
 
-from bq2pg import CopyRequest, copy_table, replay, state
+from bq2pg import CopyRequest, copy_table
+from bq2pg.engine import replay
 from bq2pg.errors import ConfigError
-from bq2pg.schema import Field
+from bq2pg.plan.tables import Field
+from bq2pg.state import runs as state
 from conftest import bq2pg_cmd, make_table
 
 FIELDS = [

@@ -12,7 +12,7 @@ import uuid
 import pytest
 
 from bq2pg import CopyRequest, TargetMismatchError, copy_table
-from bq2pg.schema import Field
+from bq2pg.plan.tables import Field
 from conftest import make_table
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from bq2pg.schema import Field
+from bq2pg.plan.tables import Field
 from conftest import bq2pg_cmd, make_table
 
 CANARY = "CANARY-7f3a-9c1e"

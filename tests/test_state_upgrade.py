@@ -13,7 +13,7 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bq2pg import CopyRequest, copy_table
-from bq2pg.schema import Field
+from bq2pg.plan.tables import Field
 from conftest import make_table
 
 #: bq2pg.runs as the first release made it, with one run in it.

@@ -24,10 +24,12 @@ import pyarrow as pa
 import pytest
 from psycopg import sql
 
-from bq2pg import CopyRequest, TypeMappingError, copy_table, ddl, load, typemap
-from bq2pg.encode import Encoder
-from bq2pg.schema import Field, TablePlan, plan_table
-from bq2pg.source import Source
+from bq2pg import CopyRequest, TypeMappingError, copy_table
+from bq2pg.arrow.encode import Encoder
+from bq2pg.bigquery.client import Source
+from bq2pg.plan import ddl, typemap
+from bq2pg.plan.tables import Field, TablePlan, plan_table
+from bq2pg.postgres import connection as load
 from conftest import SHARED, make_table
 
 UTC = dt.UTC

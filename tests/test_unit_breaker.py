@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from bq2pg.breaker import CircuitBreaker, CircuitOpenError
+from bq2pg.engine.breaker import CircuitBreaker, CircuitOpenError
 from bq2pg.errors import TransientTargetError
 
 

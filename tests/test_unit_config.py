@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bq2pg.config import Settings, redact
+from bq2pg.config.settings import Settings, redact
 
 CANARY = "CANARY-7f3a-pw"
 
@@ -48,8 +48,8 @@ def test_streams_default_and_environment(monkeypatch):
     ("mode", "refused"), [(0o600, False), (0o400, False), (0o644, True), (0o640, True)]
 )
 def test_key_files_readable_by_others_are_refused(tmp_path, mode, refused):
+    from bq2pg.bigquery.client import check_key_file
     from bq2pg.errors import ConfigError
-    from bq2pg.source import check_key_file
 
     key = tmp_path / "key.json"
     key.write_text('{"type": "service_account", "private_key": "CANARY"}')
@@ -63,8 +63,8 @@ def test_key_files_readable_by_others_are_refused(tmp_path, mode, refused):
 
 
 def test_a_missing_key_file_is_a_config_error(tmp_path):
+    from bq2pg.bigquery.client import check_key_file
     from bq2pg.errors import ConfigError
-    from bq2pg.source import check_key_file
 
     with pytest.raises(ConfigError, match="GOOGLE_APPLICATION_CREDENTIALS"):
         check_key_file(str(tmp_path / "nope.json"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bq2pg.errors import FilterError
-from bq2pg.predicate import ROW_RESTRICTION_MAX_BYTES, validate
+from bq2pg.plan.filters import ROW_RESTRICTION_MAX_BYTES, validate
 
 COLUMNS = ["publication_date", "country_code", "rec"]
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from bq2pg import ddl
 from bq2pg.errors import ConfigError, IdentifierError, TypeMappingError
-from bq2pg.publications import PUBLICATIONS, PUBLICATIONS_30
-from bq2pg.schema import PG_MAX_IDENTIFIER_BYTES, Field, normalize_identifier, plan_table
+from bq2pg.patents.source import PUBLICATIONS, PUBLICATIONS_30
+from bq2pg.plan import ddl
+from bq2pg.plan.tables import PG_MAX_IDENTIFIER_BYTES, Field, normalize_identifier, plan_table
 
 
 def plan(fields, **kw):

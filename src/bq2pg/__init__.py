@@ -14,6 +14,8 @@ The library is the product; the ``bq2pg`` command is a thin layer over it::
     print(result.rows_read, result.rows_per_second)
 """
 
+from bq2pg.bigquery.client import Source, TableRef
+from bq2pg.engine.copy import CopyRequest, RunResult, TableResult, copy_table, plan
 from bq2pg.errors import (
     Bq2pgError,
     ConfigError,
@@ -27,8 +29,6 @@ from bq2pg.errors import (
     TransientTargetError,
     TypeMappingError,
 )
-from bq2pg.pipeline import CopyRequest, RunResult, TableResult, copy_table, plan
-from bq2pg.source import Source, TableRef
 
 __version__ = "0.1.0"
 

@@ -1,5 +1,5 @@
 """``python -m bq2pg``."""
 
-from bq2pg.cli import main
+from bq2pg.cli.app import main
 
 main()

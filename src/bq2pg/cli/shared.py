@@ -1,0 +1,183 @@
+"""What the commands of the ``bq2pg`` command line share: consoles, option types, helpers and
+the progress display."""
+
+from __future__ import annotations
+
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+from rich.table import Table
+from rich.text import Text
+
+from bq2pg.bigquery.client import Source
+from bq2pg.config.settings import Settings
+from bq2pg.engine import copy as pipeline
+from bq2pg.errors import ConfigError
+
+#: Exit code of a run that loaded everything except rows now in bq2pg.dead_letters.
+DEAD_LETTER_EXIT_CODE = 8
+
+#: Width of tables when output goes to a file or a pipe (rich assumes 80 columns there).
+PIPE_WIDTH = 160
+
+out = Console(width=None if sys.stdout.isatty() else PIPE_WIDTH)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else PIPE_WIDTH)
+
+# Options shared by the commands that read BigQuery.
+ProjectOpt = Annotated[
+    str | None,
+    typer.Option(help="Billing project for the read session (reading public data bills it)."),
+]
+EndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bigquery-endpoint",
+        help="BigQuery REST endpoint of an emulator, e.g. http://127.0.0.1:9050 "
+        "[env: BQ2PG_BIGQUERY_ENDPOINT]",
+    ),
+]
+StorageEndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--bigquery-storage-endpoint",
+        help="Storage Read API gRPC endpoint of an emulator, e.g. 127.0.0.1:9060 "
+        "[env: BQ2PG_BIGQUERY_STORAGE_ENDPOINT]",
+    ),
+]
+TableOpt = Annotated[
+    str | None,
+    typer.Option("--table", help="Target SCHEMA.NAME [default: public.<source table>]."),
+]
+ColumnsOpt = Annotated[
+    str | None, typer.Option(help="Comma-separated source columns to copy (selected_fields).")
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(help="Key column(s), comma-separated: primary key, merge key, child-table key."),
+]
+NestedOpt = Annotated[
+    str,
+    typer.Option(help="REPEATED RECORD columns as 'jsonb' columns or as child 'tables'."),
+]
+
+
+def split_list(value: str | None) -> tuple[str, ...]:
+    return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
+
+
+def nested_choice(value: str) -> pipeline.Nested:
+    if value not in ("jsonb", "tables"):
+        raise ConfigError(f"--nested must be jsonb or tables, not {value!r}")
+    return value  # type: ignore[return-value]
+
+
+def make_source(project: str | None, endpoint: str | None, storage_endpoint: str | None) -> Source:
+    settings = Settings()
+    return Source(
+        project=project or settings.project,
+        rest_endpoint=endpoint or settings.bigquery_endpoint,
+        storage_endpoint=storage_endpoint or settings.bigquery_storage_endpoint,
+    )
+
+
+def database_url(to: str | None) -> str:
+    if to:
+        return to
+    settings = Settings()
+    if settings.database_url is not None and settings.database_url.get_secret_value():
+        return settings.database_url.get_secret_value()
+    raise ConfigError("no target database: give --to postgresql://... or set BQ2PG_DATABASE_URL")
+
+
+class _RateColumn(ProgressColumn):
+    """Rows, megabytes and rows per second of the copy."""
+
+    def render(self, task: Task) -> Text:
+        mb = task.fields.get("nbytes", 0) / 1e6
+        elapsed = task.elapsed or 0.0
+        rate = task.completed / elapsed if elapsed else 0.0
+        return Text(f"{int(task.completed):,} rows  {mb:,.1f} MB  {rate:,.0f} rows/s", "cyan")
+
+
+class RichProgress:
+    """Draws the run's progress on stderr (a no-op when stderr is not a terminal)."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            _RateColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            console=err,
+            transient=False,
+            disable=not err.is_terminal,
+        )
+        self.task: TaskID | None = None
+        self.nbytes = 0
+
+    def start(self, total_rows: int | None, streams: int) -> None:
+        self.bar.start()
+        self.task = self.bar.add_task(
+            f"{self.label} ({streams} stream{'s' if streams != 1 else ''})",
+            total=total_rows,
+            nbytes=0,
+        )
+
+    def advance(self, rows: int, nbytes: int) -> None:
+        if self.task is None:
+            return
+        self.nbytes += nbytes
+        self.bar.update(self.task, advance=rows, nbytes=self.nbytes)
+
+    def phase(self, description: str) -> None:
+        self.bar.stop()
+        err.print(f"  {description}…", highlight=False, markup=False)
+
+    def stop(self) -> None:
+        self.bar.stop()
+
+
+#: The database of the state, dlq and verify commands; ``--to`` too, as copy and patents say.
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database", "--to", help="PostgreSQL URL [env: BQ2PG_DATABASE_URL]."),
+]
+
+
+def print_table(rows: list[dict], columns: list[str], title: str) -> None:
+    table = Table(title=title, title_justify="left")
+    for c in columns:
+        table.add_column(c)
+    for r in rows:
+        table.add_row(*("" if r.get(c) is None else str(r[c]) for c in columns))
+    out.print(table)
+
+
+ExecutorOpt = Annotated[
+    str,
+    typer.Option(
+        help="Where the streams run: local (threads here) or dask://HOST:PORT (needs bq2pg[dask]).",
+        envvar="BQ2PG_EXECUTOR",
+    ),
+]
+ChecksumOpt = Annotated[
+    bool,
+    typer.Option(
+        "--checksum/--no-checksum",
+        help="Verify a content checksum of every table besides its row count.",
+    ),
+]

@@ -1,0 +1,173 @@
+"""The work after the bulk load, spread over several connections.
+
+Verification scans, primary-key builds, index builds and ANALYZE each keep one server process
+busy; PostgreSQL parallelises a large B-tree build by itself, but not the many smaller
+statements a model of several tables needs. :func:`spread` runs independent statements on up
+to ``lanes`` connections at once, largest first, each under a deadline (a half-open connection
+cannot hang it), reconnecting and retrying one that a lost connection interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TypeVar
+
+import psycopg
+from psycopg import sql
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from bq2pg.errors import Bq2pgError, TransientTargetError
+from bq2pg.plan.tables import TablePlan
+from bq2pg.postgres import connection as load
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+log = logging.getLogger(__name__)
+
+#: Connections at most for the post-load work (a server with more cores still gains little
+#: beyond this, and each lane is a backend running a sort).
+MAX_LANES = 4
+
+
+def lanes_for(streams: int, items: int) -> int:
+    """How many connections the post-load work of ``items`` statements uses."""
+    return max(1, min(streams, MAX_LANES, items))
+
+
+def spread(
+    database_url: str,
+    items: Sequence[T],
+    work: Callable[[psycopg.Connection, T], R],
+    *,
+    lanes: int,
+    what: str,
+    deadline: float,
+    attempts: int = 1,
+) -> list[R]:
+    """``work(conn, item)`` for every item, on up to ``lanes`` connections at once.
+
+    Items are taken in the order given (put the largest first). An item interrupted by a lost
+    connection is retried on a new connection, ``attempts`` times in all. The first other error
+    stops the lanes (items not started are left) and is raised. Results come in item order.
+    """
+    results: dict[int, R] = {}
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for index in range(len(items)):
+        todo.put(index)
+    failures: list[BaseException] = []
+    stop = threading.Event()
+
+    local = threading.local()  # each lane's connection, opened again after a loss
+
+    def attempt(index: int) -> R:
+        conn = getattr(local, "conn", None)
+        if conn is None or conn.closed:
+            conn = local.conn = load.connect(database_url)
+        try:
+            try:
+                return load.with_deadline(conn, deadline, what, partial(work, conn, items[index]))
+            except psycopg.Error as exc:  # not translated by ``work``
+                raise load.translate(exc, what) from exc
+        except TransientTargetError:
+            conn.close()  # the next attempt connects again
+            raise
+
+    def lane() -> None:
+        try:
+            while not stop.is_set():
+                try:
+                    index = todo.get_nowait()
+                except queue.Empty:
+                    return
+                for tried in Retrying(
+                    retry=retry_if_exception_type(TransientTargetError),
+                    stop=stop_after_attempt(attempts),
+                    wait=wait_exponential(multiplier=2, max=30),
+                    before_sleep=lambda state: log.warning(
+                        "%s (attempt %d of %d): %s", what, state.attempt_number, attempts,
+                        state.outcome.exception() if state.outcome else None,
+                    ),
+                    reraise=True,
+                ):  # fmt: skip
+                    with tried:
+                        results[index] = attempt(index)
+        except BaseException as exc:
+            failures.append(exc)
+            stop.set()
+        finally:
+            if getattr(local, "conn", None) is not None:
+                local.conn.close()
+
+    threads = [
+        threading.Thread(target=lane, name=f"bq2pg-postload-{i}", daemon=True)
+        for i in range(max(1, min(lanes, len(items))))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if failures:
+        raise failures[0]
+    return [results[i] for i in range(len(items))]
+
+
+def add_primary_keys(
+    database_url: str, tables: Sequence[tuple[TablePlan, str]], *, lanes: int, deadline: float
+) -> None:
+    """The primary key of each (table, physical name) load table, unless it has one already (a
+    resumed run whose earlier attempt built some keys before it was interrupted)."""
+
+    def build(conn: psycopg.Connection, item: tuple[TablePlan, str]) -> None:
+        table, name = item
+        regclass = sql.Identifier(table.schema, name).as_string(conn)
+        found = conn.execute(
+            "SELECT 1 FROM pg_constraint WHERE conrelid = to_regclass(%s) AND contype = 'p'",
+            [regclass],
+        ).fetchone()
+        if found is None:
+            load.execute(conn, [load.primary_key(table, name)], f"adding the key of {regclass}")
+
+    spread(database_url, tables, build, lanes=lanes, what="adding keys", deadline=deadline)
+
+
+def after_publish(
+    database_url: str,
+    statements: Sequence[sql.Composed],
+    *,
+    lanes: int,
+    attempts: int,
+    deadline: float,
+) -> list[sql.Composed]:
+    """Run post-publish statements (index builds, ANALYZE) across ``lanes`` connections; a
+    statement that fails is logged and skipped, never raised: the data is already published.
+    Returns the statements that did not run."""
+    ran: set[int] = set()
+
+    def run(conn: psycopg.Connection, statement: sql.Composed) -> None:
+        try:
+            load.execute(conn, [statement], "after publishing")
+            ran.add(id(statement))
+        except TransientTargetError:
+            raise  # spread reconnects and retries it
+        except Bq2pgError as exc:
+            log.warning("after publishing: %s", exc)
+
+    try:
+        spread(
+            database_url, statements, run, lanes=lanes, what="after publishing",
+            deadline=deadline, attempts=attempts,
+        )  # fmt: skip
+    except Bq2pgError as exc:
+        log.warning("after publishing: %s", exc)
+    missed = [s for s in statements if id(s) not in ran]
+    if missed:
+        log.warning(
+            "the data is published, but %d index or ANALYZE statement(s) did not run; run "
+            "them later: %s", len(missed), "; ".join(s.as_string(None) for s in missed)
+        )  # fmt: skip
+    return missed
