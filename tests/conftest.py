@@ -21,7 +21,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from bq2pg.bigquery.client import Source, TableRef, create_table
+from bq2pg.bigquery.client import Source, TableRef
+from bq2pg.bigquery.seed import create_table
 from bq2pg.local import emulator
 from bq2pg.plan.tables import Field
 

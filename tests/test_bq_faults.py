@@ -11,6 +11,7 @@ have no primary key, so a duplicated row would show instead of failing the publi
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import subprocess
@@ -23,8 +24,8 @@ import pytest
 from faults import bqproxy
 from psycopg import sql
 
-from bq2pg import CopyRequest, copy_table
-from bq2pg.bigquery import client as source
+from bq2pg import CopyRequest, copy_table, retry
+from bq2pg.bigquery import read
 from bq2pg.bigquery.client import Source, TableRef
 from bq2pg.errors import SessionExpiredError, SourceError, TransientSourceError
 from bq2pg.plan.tables import Field
@@ -57,8 +58,8 @@ def table_id(source: Source) -> str:
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(source, "READ_RETRY_INITIAL_S", 0.01)
-    monkeypatch.setattr(source, "READ_RETRY_MAX_WAIT_S", 0.05)
+    fast = dataclasses.replace(retry.READ, initial_s=0.01, max_wait_s=0.05)
+    monkeypatch.setattr(retry, "READ", fast)
 
 
 @pytest.fixture
@@ -174,10 +175,10 @@ def test_resource_exhausted_with_retry_info_waits_then_resumes(
 
 
 def test_a_long_retry_info_delay_is_bounded(bq, proxy, table_id, monkeypatch):
-    monkeypatch.setattr(source, "RETRY_INFO_MAX_S", 0.2)
+    monkeypatch.setattr(retry, "RETRY_INFO_MAX_S", 0.2)
     proxy.plan(bqproxy.resource_exhausted(after=1, retry_delay_s=3600))
-    session = bq.open_session(TableRef.parse(table_id))
-    rows = sum(b.num_rows for b in bq.read_stream(session, session.streams[0]))
+    session = read.open_session(bq, TableRef.parse(table_id))
+    rows = sum(b.num_rows for b in read.read_stream(bq, session, session.streams[0]))
     assert rows == ROWS
     assert 0.2 <= proxy.reads[1].at - proxy.reads[0].at < 30
 
@@ -194,11 +195,11 @@ def test_resource_exhausted_without_retry_info_fails_the_run(
 
 
 def test_unavailable_every_time_gives_up_after_the_attempts(bq, proxy, table_id, monkeypatch):
-    monkeypatch.setattr(source, "READ_RETRY_ATTEMPTS", 3)
+    monkeypatch.setattr(retry, "READ", dataclasses.replace(retry.READ, attempts=3))
     proxy.plan(*[bqproxy.unavailable(after=0)] * 5)
-    session = bq.open_session(TableRef.parse(table_id))
+    session = read.open_session(bq, TableRef.parse(table_id))
     with pytest.raises(TransientSourceError, match="3 attempts"):
-        list(bq.read_stream(session, session.streams[0]))
+        list(read.read_stream(bq, session, session.streams[0]))
     assert offsets(proxy) == [0, 0, 0]
 
 
@@ -226,7 +227,7 @@ def test_a_session_with_zero_streams_copies_zero_rows(bq, proxy, table_id, pg_ur
 def test_a_snapshot_older_than_time_travel_is_a_clear_terminal_error(bq, proxy, table_id):
     eight_days_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=8)
     with pytest.raises(SourceError, match="time travel") as failed:
-        bq.open_session(TableRef.parse(table_id), snapshot_time=eight_days_ago)
+        read.open_session(bq, TableRef.parse(table_id), snapshot_time=eight_days_ago)
     assert not isinstance(failed.value, TransientSourceError)
     assert "Cannot read before" in str(failed.value)  # BigQuery's own words stay in the message
     assert len(proxy.sessions) == 1, "a refused snapshot time was retried"
@@ -234,8 +235,8 @@ def test_a_snapshot_older_than_time_travel_is_a_clear_terminal_error(bq, proxy, 
 
 def test_an_expired_session_reaches_the_reader_as_session_expired(bq, proxy, table_id):
     proxy.plan(bqproxy.session_expired(after=1))
-    session = bq.open_session(TableRef.parse(table_id))
-    batches = bq.read_stream(session, session.streams[0])
+    session = read.open_session(bq, TableRef.parse(table_id))
+    batches = read.read_stream(bq, session, session.streams[0])
     assert next(batches).num_rows == ROWS_PER_MESSAGE
     with pytest.raises(SessionExpiredError, match="session expired") as failed:
         next(batches)

@@ -15,14 +15,17 @@ import pytest
 from psycopg import sql
 
 from bq2pg import CopyRequest, copy_table
+from bq2pg.bigquery import read
 from bq2pg.bigquery.client import TableRef
-from bq2pg.engine.run import Job, verify
-from bq2pg.engine.stream import Ledger, physical, write_batches
+from bq2pg.engine.stream import Stream, write_batches
 from bq2pg.errors import VerificationError
 from bq2pg.plan import ddl
 from bq2pg.plan.tables import Field, plan_table
+from bq2pg.postgres.target import physical
 from bq2pg.quality import checksum
+from bq2pg.quality.verify import verify_run, verify_target
 from bq2pg.state import runs as state
+from bq2pg.state import schema
 from conftest import make_table
 
 FIELDS = [
@@ -90,11 +93,9 @@ def test_a_run_checksums_every_table_with_covered_columns(
     expected = sorted(t.name for t in result.tables)  # a child table: keys + scalar values
     assert len(expected) == (1 if nested == "jsonb" else 2)
     assert sorted(result.checksummed) == expected
-    report = state.verify_target(pg, target)
-    assert {r["status"] for r in report} <= {"ok (count, checksum)", "ok (count)"}
-    assert [r["table"].split(".")[1] for r in report if "checksum" in r["status"]] == sorted(
-        expected
-    )
+    report = verify_target(pg, target)
+    assert {r.status for r in report} <= {"ok (count, checksum)", "ok (count)"}
+    assert [r.table.split(".")[1] for r in report if "checksum" in r.status] == sorted(expected)
 
 
 def test_the_client_checksum_equals_the_server_checksum_of_the_stored_rows(
@@ -105,9 +106,9 @@ def test_the_client_checksum_equals_the_server_checksum_of_the_stored_rows(
     copy_table(source, CopyRequest(source=table_id, database_url=pg_url, table=target))
     info = source.table(TableRef.parse(table_id))
     plan = plan_table(info.fields, schema=pg_schema, name="ck_direct", source=table_id)
-    session = source.open_session(TableRef.parse(table_id))
+    session = read.open_session(source, TableRef.parse(table_id))
     rows = pa.Table.from_batches(
-        [b for s in session.streams for b in source.read_stream(session, s)],
+        [b for s in session.streams for b in read.read_stream(source, session, s)],
         schema=session.arrow_schema,
     )
     summer = checksum.Checksummer([plan])
@@ -138,14 +139,14 @@ def test_bq2pg_verify_catches_a_changed_value_that_counts_cannot(
 ):
     target = f"{pg_schema}.ck_changed"
     copy_table(source, CopyRequest(source=table_id, database_url=pg_url, table=target))
-    assert state.verify_target(pg, target)[0]["status"] == "ok (count, checksum)"
+    assert verify_target(pg, target)[0].status == "ok (count, checksum)"
     cur = pg.execute(
         sql.SQL(change).format(t=sql.Identifier(pg_schema, "ck_changed"))  # type: ignore[arg-type]
     )
     assert cur.rowcount >= 1
-    (report,) = state.verify_target(pg, target)
-    assert report["rows"] == report["ledger"] == len(ROWS)
-    assert report["status"] == "MISMATCH (checksum)"
+    (report,) = verify_target(pg, target)
+    assert report.rows == report.ledger == len(ROWS)
+    assert report.status == "MISMATCH (checksum)"
 
 
 def test_runs_checksummed_in_an_older_form_are_verified_by_counts(
@@ -154,7 +155,7 @@ def test_runs_checksummed_in_an_older_form_are_verified_by_counts(
     target = f"{pg_schema}.ck_form"
     result = copy_table(source, CopyRequest(source=table_id, database_url=pg_url, table=target))
     pg.execute("UPDATE bq2pg.runs SET checksum_form = NULL WHERE run_id = %s", [result.run_id])
-    assert state.verify_target(pg, target)[0]["status"] == "ok (count)"
+    assert verify_target(pg, target)[0].status == "ok (count)"
 
 
 def test_a_run_refuses_to_publish_rows_changed_after_their_copy(
@@ -163,30 +164,34 @@ def test_a_run_refuses_to_publish_rows_changed_after_their_copy(
     """The ledger's checksums vs the staged rows: what verify() checks before publishing."""
     info = source.table(TableRef.parse(table_id))
     plan = plan_table(info.fields, schema=pg_schema, name="ck_staged", source=table_id)
-    job = Job(ref=TableRef.parse(table_id), database_url=pg_url, plan=plan, arguments={},
-              mode="append")  # fmt: skip
     stage = physical("append", plan)
     pg.execute(ddl.create_schema(pg_schema))
     pg.execute(ddl.create_table(plan, name=stage))
-    state.ensure(pg)
-    run_id = state.start_run(pg, source=table_id, target=plan.qualified, mode="append",
-                             arguments={}, fingerprint="test")  # fmt: skip
-    state.record_checksum_columns(pg, run_id, {})
-    session = source.open_session(TableRef.parse(table_id))
+    schema.ensure(pg)
+    run_id = state.start(pg, source=table_id, target=plan.qualified, mode="append",
+                         arguments={}, fingerprint="test")  # fmt: skip
+    state.record_checksums(pg, run_id, {}, checksum.FORM)
+
+    def verify():
+        checks = verify_run(pg, pg_url, plan, "append", run_id, with_checksums=True, lanes=2,
+                            deadline=60)  # fmt: skip
+        return [c.table for c in checks if c.checksummed]
+
+    session = read.open_session(source, TableRef.parse(table_id))
     for s in session.streams:
-        write_batches(pg_url, plan, source.read_stream(session, s), into=lambda t: stage,
-                      ledger=Ledger(run_id, s), checksum=True)  # fmt: skip
-    assert verify(pg, job, run_id) == ["ck_staged"]
+        write_batches(pg_url, plan, read.read_stream(source, session, s), into=lambda t: stage,
+                      stream=Stream(run_id, s), checksum=True)  # fmt: skip
+    assert verify() == ["ck_staged"]
     pg.execute(
         sql.SQL("UPDATE {} SET s = upper(s) WHERE s = 'é😀'").format(
             sql.Identifier(pg_schema, stage)
         )
     )
     with pytest.raises(VerificationError, match="content checksum"):
-        verify(pg, job, run_id)
+        verify()
     # begun by a bq2pg that wrote another form (resumed by this one): counts only
     pg.execute("UPDATE bq2pg.runs SET checksum_form = 1 WHERE run_id = %s", [run_id])
-    assert verify(pg, job, run_id) == []
+    assert verify() == []
 
 
 def test_no_checksum_records_none_and_verifies_counts_only(source, table_id, pg_url, pg_schema, pg):
@@ -199,7 +204,7 @@ def test_no_checksum_records_none_and_verifies_counts_only(source, table_id, pg_
         "SELECT count(*), count(checksums) FROM bq2pg.chunks WHERE run_id = %s", [result.run_id]
     ).fetchone()
     assert row is not None and row[0] >= 1 and row[1] == 0
-    assert state.verify_target(pg, target)[0]["status"] == "ok (count)"
+    assert verify_target(pg, target)[0].status == "ok (count)"
 
 
 def test_a_row_that_is_dead_lettered_is_not_in_the_checksum(source, dataset, pg_url, pg_schema, pg):
@@ -210,7 +215,7 @@ def test_a_row_that_is_dead_lettered_is_not_in_the_checksum(source, dataset, pg_
     target = f"{pg_schema}.ck_dead"
     result = copy_table(source, CopyRequest(source=tid, database_url=pg_url, table=target))
     assert (result.dead_letters, result.checksummed) == (1, ["ck_dead"])
-    assert state.verify_target(pg, target)[0]["status"] == "ok (count, checksum)"
+    assert verify_target(pg, target)[0].status == "ok (count, checksum)"
     with psycopg.connect(pg_url, autocommit=True) as conn:
         ids = [r[0] for r in conn.execute(f'SELECT id FROM "{pg_schema}".ck_dead ORDER BY id')]
     assert ids == [i for i in range(12) if i != 5]

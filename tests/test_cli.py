@@ -12,12 +12,21 @@ CANARY = "CANARY-7f3a9c"
 
 
 def test_public_api_is_pinned():
+    """A name leaves or joins the public API only on purpose (tests/test_exported_members.py
+    checks that ``__all__`` is exactly what ``bq2pg`` exposes)."""
     assert sorted(bq2pg.__all__) == sorted(
         [
-            "Bq2pgError", "ConfigError", "CopyRequest", "EmbeddedError", "FilterError",
-            "IdentifierError", "RunResult", "Source", "SourceError", "TableRef", "TableResult",
-            "TargetError", "TargetMismatchError", "TransientSourceError", "TransientTargetError",
-            "TypeMappingError", "__version__", "copy_table", "plan",
+            "Bq2pgError", "CircuitOpenError", "ConcurrentRunError", "ConfigError",
+            "CopyRequest", "DeadLetter", "DeadLetterDetail", "EXIT_DEAD_LETTERS",
+            "EmbeddedError", "FilterError", "IdentifierError", "NothingToResumeError",
+            "PatentsRequest", "Progress", "Replayed", "RowRejectedError", "RunInfo",
+            "RunProgress", "RunResult", "SessionExpiredError", "Source", "SourceError",
+            "TableCheck", "TableRef", "TableResult", "TargetError", "TargetMismatchError",
+            "Transient", "TransientSourceError", "TransientTargetError", "TypeMappingError",
+            "VerificationError", "__version__", "copy_table", "list_dead_letters",
+            "list_runs", "load_patents", "plan", "purge_dead_letters",
+            "replay_dead_letters", "reset_target", "run_progress", "show_dead_letter",
+            "verify_target", "watermark",
         ]
     )  # fmt: skip
     for name in bq2pg.__all__:

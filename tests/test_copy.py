@@ -183,7 +183,8 @@ def test_limit_copies_exactly_that_many_rows(source, dataset, pg_url, pg_schema,
 
 
 def test_many_streams_give_the_same_rows_as_one(source, dataset, pg_url, pg_schema, pg):
-    from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+    from bq2pg.bigquery.client import TableRef
+    from bq2pg.bigquery.seed import create_table, load_arrow
     from bq2pg.patents import source as publications
     from bq2pg.patents import synthetic as generate
 

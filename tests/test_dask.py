@@ -9,12 +9,12 @@ import pyarrow as pa
 import pytest
 
 from bq2pg import CopyRequest, copy_table
-from bq2pg.bigquery.client import ReadSession
+from bq2pg.bigquery.read import ReadSession
 from bq2pg.engine.copy import plan
 from bq2pg.engine.dask import StreamTask, run_task
 from bq2pg.errors import ConfigError
 from bq2pg.plan.tables import Field
-from bq2pg.state import runs as state
+from bq2pg.quality.verify import verify_target
 from conftest import make_table
 
 distributed = pytest.importorskip("distributed", reason="needs the dask extra")
@@ -63,9 +63,7 @@ def test_dask_loads_the_same_rows_as_local(source, dataset, pg_url, pg_schema, p
     assert sorted(dask.checksummed) == ["dask", "dask__parts"]
     assert rows_of(pg, f"{pg_schema}.dask") == rows_of(pg, f"{pg_schema}.local")
     assert rows_of(pg, f"{pg_schema}.dask__parts") == rows_of(pg, f"{pg_schema}.local__parts")
-    assert {r["status"] for r in state.verify_target(pg, f"{pg_schema}.dask")} == {
-        "ok (count, checksum)"
-    }
+    assert {r.status for r in verify_target(pg, f"{pg_schema}.dask")} == {"ok (count, checksum)"}
 
 
 def test_a_task_run_again_resumes_from_the_ledger(source, dataset, pg_url, pg_schema, pg):

@@ -15,10 +15,11 @@ import pytest
 from psycopg import sql
 
 from bq2pg import CopyRequest, copy_table
-from bq2pg.engine.stream import DEAD_LETTERS, write_batches
+from bq2pg.engine.stream import write_batches
 from bq2pg.plan.tables import Field, plan_table
 from bq2pg.postgres.connection import connect
-from bq2pg.state import runs as state
+from bq2pg.state import schema as state_schema
+from bq2pg.state.ledger import DEAD_LETTERS
 from conftest import make_table
 
 N = 200  # rows per case; bad rows are planted among them
@@ -27,7 +28,7 @@ N = 200  # rows per case; bad rows are planted among them
 def load_direct(pg_url: str, schema: str, fields: list[Field], table: pa.Table) -> dict[str, int]:
     plan = plan_table(fields, source="test", schema=schema, name="t", key=("id",), nested="tables")
     with connect(pg_url) as conn:
-        state.ensure(conn)
+        state_schema.ensure(conn)
         from bq2pg.plan import ddl
         from bq2pg.postgres import connection as load
 

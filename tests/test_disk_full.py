@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from faults import diskfull, harness
 
-from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import TableRef
+from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.patents import source as publications
 from bq2pg.patents import synthetic as generate
 from bq2pg.patents.pipeline import PatentsRequest, run

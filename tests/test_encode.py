@@ -16,6 +16,8 @@ from bq2pg.arrow.encode import Encoder
 from bq2pg.plan import ddl
 from bq2pg.plan.tables import Field, plan_table
 from bq2pg.postgres import connection as load
+from bq2pg.postgres import copy
+from bq2pg.state import ledger
 
 UTC = dt.UTC
 CONTROL = "".join(chr(c) for c in range(1, 32))
@@ -60,7 +62,7 @@ def load_with(pg_url: str, schema: str, name: str, table: pa.Table, *, allow_bin
     payload = encoder.encode(table)
     with load.connect(pg_url) as conn:
         load.execute(conn, [ddl.create_schema(schema), ddl.create_table(plan)], "test")
-        load.copy_chunk(conn, [(plan, plan.name, [payload], encoder.format)])
+        ledger.commit_chunk(conn, [copy.Part(plan, plan.name, [payload], encoder.format)], None)
     return encoder.format
 
 
@@ -139,7 +141,7 @@ def test_random_doubles_round_trip_bit_exact_in_both_formats(pg_url, pg_schema, 
                 ],
                 "t",
             )
-            load.copy_chunk(conn, [(plan, "x", [payload], encoder.format)])
+            ledger.commit_chunk(conn, [copy.Part(plan, "x", [payload], encoder.format)], None)
         stored = pg.execute(
             sql.SQL("SELECT float8send(f) FROM {}").format(sql.Identifier(pg_schema, "x"))
         ).fetchall()
@@ -195,7 +197,7 @@ def test_arrays_in_binary_store_what_csv_stores(pg_url, pg_schema, pg: psycopg.C
                 [ddl.create_schema(pg_schema), ddl.drop_table(pg_schema, "arr"), ddl.create_table(plan)],
                 "t",
             )  # fmt: skip
-            load.copy_chunk(conn, [(plan, "arr", payloads, encoder.format)])
+            ledger.commit_chunk(conn, [copy.Part(plan, "arr", payloads, encoder.format)], None)
         stored[encoder.format] = pg.execute(
             sql.SQL("SELECT n, s, i, f::text[], b, d, ts, y, array_ndims(s), array_lower(s, 1) FROM {} ORDER BY n").format(
                 sql.Identifier(pg_schema, "arr")

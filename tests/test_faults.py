@@ -19,10 +19,11 @@ import psycopg
 import pytest
 from faults import harness
 
-from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import TableRef
+from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.patents import source as publications
 from bq2pg.patents import synthetic as generate
-from bq2pg.state import runs as state
+from bq2pg.postgres import lock
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +107,7 @@ def test_a_second_concurrent_run_exits_already_running(emu, source_table, pg_url
     table_id, expected = source_table
     target = f"{pg_schema}.pubs"
     holder = psycopg.connect(pg_url, autocommit=True)  # a run in progress holds the lock
-    state.lock_target(holder, target)
+    lock.lock(holder, target)
     second = harness.loader(emu, pg_url, table_id, target)
     _, err = second.communicate(timeout=120)
     assert second.returncode == 6, err.decode()
@@ -125,7 +126,7 @@ def test_postgres_crash_restart_mid_load_loses_and_duplicates_nothing(
         pytest.skip("restarts only the embedded PostgreSQL of the test session")
     table_id, expected = source_table
     trial = harness.restart_trial(emu, pg_url, table_id, expected, pg_schema, random.Random(5))
-    assert trial.faults == 1, "the load finished before the crash: nothing was tested"
+    assert trial.faults == 1, f"the load ended before the crash ({trial.error}): nothing tested"
     assert_finished_by_itself(trial)
 
 
@@ -149,7 +150,7 @@ def test_reset_and_half_open_connections_lose_nothing_and_hang_nothing(
     trial = harness.network_trial(
         emu, pg_url, table_id, expected, pg_schema, random.Random(7), blackhole=blackhole
     )
-    assert trial.faults >= 1, "the load finished before the fault: nothing was tested"
+    assert trial.faults >= 1, f"the load ended before the fault ({trial.error}): nothing tested"
     assert not trial.hung, "a half-open connection hung the loader"
     assert_finished_by_itself(trial)
 
@@ -170,5 +171,7 @@ def test_the_runs_own_connection_terminated_is_reconnected(
     trial = harness.idle_trial(
         emu, pg_url, table_id, expected, pg_schema, random.Random(11), publishing=publishing
     )
-    assert trial.faults == 1, "the run's connection was not terminated: nothing was tested"
+    assert trial.faults == 1, (
+        f"the run's connection was not terminated ({trial.error}): nothing tested"
+    )
     assert_finished_by_itself(trial)

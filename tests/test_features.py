@@ -9,7 +9,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from bq2pg.bigquery.client import TableRef, create_table
+from bq2pg.bigquery.client import TableRef
+from bq2pg.bigquery.seed import create_table
 from bq2pg.errors import ConfigError, FilterError
 from bq2pg.patents import features
 from bq2pg.patents import source as publications

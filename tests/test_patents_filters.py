@@ -9,7 +9,8 @@ import pyarrow.compute as pc
 import pytest
 from psycopg import sql
 
-from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import TableRef
+from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.errors import ConfigError
 from bq2pg.patents import model
 from bq2pg.patents import source as publications

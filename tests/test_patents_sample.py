@@ -19,7 +19,8 @@ from psycopg import sql
 from psycopg.rows import dict_row
 
 from bq2pg import CopyRequest, copy_table
-from bq2pg.bigquery.client import Source, TableRef, create_table
+from bq2pg.bigquery.client import Source, TableRef
+from bq2pg.bigquery.seed import create_table
 from bq2pg.patents import source as publications
 from bq2pg.plan.tables import Field
 from conftest import patents_file

@@ -22,10 +22,12 @@ from pathlib import Path
 
 import psycopg
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from psycopg import sql
 
-from bq2pg.bigquery.client import TableRef, create_table, load_arrow
+from bq2pg.bigquery.client import TableRef
+from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.patents import source as publications
 from bq2pg.patents import synthetic as generate
 from bq2pg.patents.pipeline import PatentsRequest, run
@@ -38,22 +40,37 @@ Row = tuple[object, ...]
 # --- the seeded rows ---------------------------------------------------------------------------
 
 
+EDGES = [f"ZZ-EDGE{i}-A1" for i in range(6)]
+
+
 def edge_rows(generated: pa.Table) -> list[dict]:
-    """Copies of generated rows with what the generator never makes: the NULL cases."""
-    a, b = generated.slice(0, 2).to_pylist()
-    people = [{"name": "", "country_code": "DE"}, {"name": "EDGE PERSON", "country_code": ""}]
-    return [
-        a | {
-            "publication_number": "ZZ-EDGE1-A1", "country_code": "", "family_id": "",
-            "publication_date": 0, "filing_date": 0, "grant_date": 20200102,
-            "assignee_harmonized": people, "inventor_harmonized": people,
-        },
-        b | {
-            "publication_number": "ZZ-EDGE2-B1", "country_code": "", "family_id": "",
-            "publication_date": 20210315, "filing_date": 20190231, "grant_date": 20210315,
-            "citation": [*a["citation"], *b["citation"], *a["citation"][:1]],
-        },
+    """Copies of generated rows with what the generator never makes: NULL countries, families,
+    names and dates, an exact 2000-01-01, an even number of grants in a country, and a
+    publication citing the most-cited one twice."""
+    cited = Counter(
+        c["publication_number"] for c in pc.list_flatten(generated["citation"]).to_pylist()
+    )
+    focus = min((-n, pn) for pn, n in cited.items() if pn)[1]
+    templates = [r for r in generated.slice(0, 100).to_pylist() if r["cpc"] and r["citation"]]
+    rows = [
+        r | {
+            "publication_number": pn, "family_id": "",
+            "inventor_harmonized": [*r["inventor_harmonized"], {"name": "", "country_code": "DE"}],
+            "assignee_harmonized": [*r["assignee_harmonized"], {"name": "", "country_code": ""}],
+        }
+        for pn, r in zip(EDGES, templates, strict=False)
     ]  # fmt: skip
+    twice = [rows[1]["citation"][0] | {"publication_number": focus, "npl_text": ""}] * 2
+    changes = [
+        {"country_code": "", "publication_date": 0, "filing_date": 0, "grant_date": 20200102},
+        {"country_code": "", "publication_date": 20210315, "filing_date": 20190231,
+         "grant_date": 20210315, "citation": [*twice, *rows[1]["citation"]]},
+        {"publication_date": 20000101},
+        {"publication_date": 19991231},
+        {"country_code": "ZZ", "filing_date": 20190101, "grant_date": 20200101},
+        {"country_code": "ZZ", "filing_date": 20180101, "grant_date": 20200101},
+    ]  # fmt: skip
+    return [r | c for r, c in zip(rows, changes, strict=True)]
 
 
 def seeded_table() -> pa.Table:
@@ -225,9 +242,7 @@ def expectations(m: Model, rank: Callable[[str | None], tuple]) -> dict[int, Exp
         sums[p["country_code"]][1] += p["citation_count"]
 
     return {
-        1: Expected(
-            [(y, g, len(pns)) for (y, g), pns in q1.items()], lambda r: (-r[0], -r[2]), 20
-        ),
+        1: Expected([(y, g, len(pns)) for (y, g), pns in q1.items()], lambda r: (-r[0], -r[2]), 20),
         2: Expected(q2),
         3: Expected(q3, lambda r: (-r[1],), 20),
         4: Expected(q4, lambda r: (-r[1], rank(r[0])), 20),
@@ -235,7 +250,9 @@ def expectations(m: Model, rank: Callable[[str | None], tuple]) -> dict[int, Exp
         6: Expected([(c, y, n) for (c, y), n in q6.items()], lambda r: (rank(r[0]), r[1])),
         7: Expected([(c, len(d), median(d)) for c, d in days.items()], lambda r: (r[2],)),
         8: Expected(
-            [(a, b, n) for (a, b), n in pairs.items()], lambda r: (-r[2], rank(r[0]), rank(r[1])), 20
+            [(a, b, n) for (a, b), n in pairs.items()],
+            lambda r: (-r[2], rank(r[0]), rank(r[1])),
+            20,
         ),
         9: Expected(
             [(name, c, len(pns)) for (name, c), pns in inventor.items()],
@@ -310,13 +327,14 @@ def test_the_doc_has_ten_queries():
 
 def test_the_edge_rows_reach_the_null_cases(seeded):
     model = model_of(seeded[1])
-    edges = [model.pubs[pn] for pn in ("ZZ-EDGE1-A1", "ZZ-EDGE2-B1")]
-    assert [(e["country_code"], e["family_id"], e["filing_date"]) for e in edges] == [
-        (None, None, None)
-    ] * 2
-    assert edges[0]["publication_date"] is None and edges[1]["grant_date"] is not None
-    assert ("ZZ-EDGE1-A1", None) in model.assignees
-    assert ("ZZ-EDGE1-A1", None, "DE") in model.inventors
+    edges = [model.pubs[pn] for pn in EDGES]
+    assert all(e["family_id"] is None for e in edges)
+    assert [e["country_code"] for e in edges] == [None, None, "AT", "US", "ZZ", "ZZ"]
+    assert [(e["publication_date"], e["filing_date"]) for e in edges[:2]] == [(None, None)] * 2
+    assert edges[2]["publication_date"] == dt.date(2000, 1, 1)
+    assert {(pn, None) for pn in EDGES} <= set(model.assignees)
+    assert {(pn, None, "DE") for pn in EDGES} <= set(model.inventors)
+    assert set(EDGES) <= {pn for pn, _ in model.cpc} & {pn for pn, _ in model.citations}
 
 
 @pytest.mark.parametrize("number", range(1, 11))

@@ -30,6 +30,8 @@ from bq2pg.bigquery.client import Source
 from bq2pg.plan import ddl, typemap
 from bq2pg.plan.tables import Field, TablePlan, plan_table
 from bq2pg.postgres import connection as load
+from bq2pg.postgres import copy
+from bq2pg.state import ledger
 from conftest import SHARED, make_table
 
 UTC = dt.UTC
@@ -254,7 +256,7 @@ def test_a_lone_backslash_dot_line_is_data_not_the_end_of_copy(
         load.execute(conn, [ddl.create_schema(pg_schema), ddl.create_table(plan)], "creating t")
         payload = encoder.encode(pa.table({"v": pa.array(values, pa.string())}))
         encoder.close()
-        load.copy_chunk(conn, [(plan, plan.name, [payload], encoder.format)])
+        ledger.commit_chunk(conn, [copy.Part(plan, plan.name, [payload], encoder.format)], None)
     got = pg.execute(sql.SQL("SELECT v FROM {}").format(sql.Identifier(pg_schema, "t"))).fetchall()
     assert sorted(got, key=repr) == sorted([(v,) for v in values], key=repr)
 
@@ -313,7 +315,7 @@ def load_direct(
             payload = encoder.encode(table)
         finally:
             encoder.close()
-        load.copy_chunk(conn, [(plan, plan.name, [payload], encoder.format)])
+        ledger.commit_chunk(conn, [copy.Part(plan, plan.name, [payload], encoder.format)], None)
     return plan
 
 

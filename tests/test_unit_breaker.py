@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from bq2pg.engine.breaker import CircuitBreaker, CircuitOpenError
-from bq2pg.errors import TransientTargetError
+from bq2pg.engine.breaker import CircuitBreaker
+from bq2pg.errors import CircuitOpenError, TransientTargetError
 
 
 class Clock:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bq2pg.config.settings import Settings, redact
+from bq2pg.config.secrets import redact
+from bq2pg.config.settings import Settings
 
 CANARY = "CANARY-7f3a-pw"
 

@@ -1,6 +1,6 @@
 """bq2pg: copy BigQuery tables into PostgreSQL, fast, lossless and with nested data as tables.
 
-The library is the product; the ``bq2pg`` command is a thin layer over it::
+The library is the product; the ``bq2pg`` command (and the REST API) are thin layers over it::
 
     from bq2pg import CopyRequest, Source, copy_table
 
@@ -12,44 +12,101 @@ The library is the product; the ``bq2pg`` command is a thin layer over it::
         limit=1000,
     ))
     print(result.rows_read, result.rows_per_second)
+
+Every name in ``__all__`` is public and pinned by ``tests/test_exported_members.py``.
 """
 
+from bq2pg.admin import (
+    DeadLetter,
+    DeadLetterDetail,
+    Replayed,
+    RunInfo,
+    RunProgress,
+    TableCheck,
+    list_dead_letters,
+    list_runs,
+    purge_dead_letters,
+    replay_dead_letters,
+    reset_target,
+    run_progress,
+    show_dead_letter,
+    verify_target,
+    watermark,
+)
 from bq2pg.bigquery.client import Source, TableRef
-from bq2pg.engine.copy import CopyRequest, RunResult, TableResult, copy_table, plan
+from bq2pg.engine.copy import CopyRequest, copy_table, plan
+from bq2pg.engine.result import RunResult, TableResult
 from bq2pg.errors import (
+    EXIT_DEAD_LETTERS,
     Bq2pgError,
+    CircuitOpenError,
+    ConcurrentRunError,
     ConfigError,
     EmbeddedError,
     FilterError,
     IdentifierError,
+    NothingToResumeError,
+    RowRejectedError,
+    SessionExpiredError,
     SourceError,
     TargetError,
     TargetMismatchError,
+    Transient,
     TransientSourceError,
     TransientTargetError,
     TypeMappingError,
+    VerificationError,
 )
+from bq2pg.observe.progress import Progress
+from bq2pg.patents.pipeline import PatentsRequest
+from bq2pg.patents.pipeline import run as load_patents
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "EXIT_DEAD_LETTERS",
     "Bq2pgError",
+    "CircuitOpenError",
+    "ConcurrentRunError",
     "ConfigError",
     "CopyRequest",
+    "DeadLetter",
+    "DeadLetterDetail",
     "EmbeddedError",
     "FilterError",
     "IdentifierError",
+    "NothingToResumeError",
+    "PatentsRequest",
+    "Progress",
+    "Replayed",
+    "RowRejectedError",
+    "RunInfo",
+    "RunProgress",
     "RunResult",
+    "SessionExpiredError",
     "Source",
     "SourceError",
+    "TableCheck",
     "TableRef",
     "TableResult",
     "TargetError",
     "TargetMismatchError",
+    "Transient",
     "TransientSourceError",
     "TransientTargetError",
     "TypeMappingError",
+    "VerificationError",
     "__version__",
     "copy_table",
+    "list_dead_letters",
+    "list_runs",
+    "load_patents",
     "plan",
+    "purge_dead_letters",
+    "replay_dead_letters",
+    "reset_target",
+    "run_progress",
+    "show_dead_letter",
+    "verify_target",
+    "watermark",
 ]

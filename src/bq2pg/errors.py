@@ -2,32 +2,132 @@
 
 ::
 
-    Bq2pgError                      base of every error bq2pg raises on purpose
-    ├── ConfigError                 fix the configuration or the command line, then run again
-    │   ├── FilterError             a --where filter that is not one valid BigQuery predicate
-    │   ├── TypeMappingError        a BigQuery type with no lossless PostgreSQL mapping
-    │   ├── IdentifierError         names that collide after normalisation or shortening
-    │   └── TargetMismatchError     an existing target table that does not fit the source
-    ├── SourceError                 BigQuery refused or failed (terminal: give up)
-    │   ├── TransientSourceError    BigQuery failed in a way worth retrying (429, 5xx, UNAVAILABLE)
-    │   └── SessionExpiredError     the read session expired: reopen one at the same snapshot
-    ├── TargetError                 PostgreSQL refused (terminal: give up)
-    │   ├── TransientTargetError    PostgreSQL connection lost, server restarting, disk full
-    │   ├── ConcurrentRunError      another run is loading the same target right now
-    │   └── VerificationError       the loaded rows do not add up to the rows read
-    └── EmbeddedError               the embedded PostgreSQL or the emulator could not start
+    Bq2pgError                        every error bq2pg raises on purpose          exit 1
+    ├── ConfigError                   fix the configuration or the command line    exit 2
+    │   ├── FilterError               a --where that is not one BigQuery predicate
+    │   ├── TypeMappingError          a BigQuery type with no lossless mapping
+    │   ├── IdentifierError           names colliding after normalisation
+    │   ├── TargetMismatchError       an existing target that does not fit the source
+    │   └── NothingToResumeError      --resume, and no interrupted run of the job
+    ├── SourceError                   BigQuery refused or failed                   exit 3
+    │   ├── TransientSourceError  [T] 429, 5xx, UNAVAILABLE, reset streams
+    │   └── SessionExpiredError   [T] the read session expired: reopen at the snapshot
+    ├── TargetError                   PostgreSQL refused or failed                 exit 4
+    │   ├── TransientTargetError  [T] connection lost, server restarting, disk full
+    │   │   └── CircuitOpenError  [T] the target kept failing: waiting before trying again
+    │   ├── RowRejectedError          a row's data refused (the writer dead-letters it)
+    │   ├── ConcurrentRunError        another run holds the target's lock          exit 6
+    │   └── VerificationError         stored rows differ from the ledger's          exit 7
+    └── EmbeddedError                 the embedded PostgreSQL or emulator failed   exit 5
 
-Driver errors are translated once, at the boundary, with ``raise ... from exc``. Messages say
-what failed, the offending value, and the fix; they never carry a secret.
+    [T] = also a :class:`Transient`: retrying the same thing may succeed.
+
+What the caller should do follows from two questions, independent of the subsystem: is it a
+:class:`ConfigError` (fix the input, then run again), and is it :class:`Transient` (retry;
+the retry policies in :mod:`bq2pg.retry` retry exactly these)? Anything else: give up, the
+run resumes from its ledger when started again.
+
+Errors carry structured fields (``table``, ``column``, ``sqlstate``, ``value``, ``hint``) that
+the CLI prints and an API returns as fields (:meth:`Bq2pgError.fields`). Driver errors are
+translated once, at the PostgreSQL boundary (:mod:`bq2pg.postgres.errors`) and the BigQuery
+boundary (:mod:`bq2pg.bigquery.errors`), with ``raise ... from exc``. Messages say what failed,
+the offending value and the fix; they never carry a secret.
+
+Exit codes are class attributes; :data:`EXIT_DEAD_LETTERS` is the one exit code that is no
+error: the run finished, and some rows are in ``bq2pg.dead_letters``.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+__all__ = [
+    "EXIT_DEAD_LETTERS",
+    "Bq2pgError",
+    "CircuitOpenError",
+    "ConcurrentRunError",
+    "ConfigError",
+    "EmbeddedError",
+    "FilterError",
+    "IdentifierError",
+    "NothingToResumeError",
+    "RowRejectedError",
+    "SessionExpiredError",
+    "SourceError",
+    "TargetError",
+    "TargetMismatchError",
+    "Transient",
+    "TransientSourceError",
+    "TransientTargetError",
+    "TypeMappingError",
+    "VerificationError",
+]
+
+#: Exit code of a run that finished with rows in ``bq2pg.dead_letters`` (the others loaded).
+EXIT_DEAD_LETTERS = 8
+
 
 class Bq2pgError(Exception):
-    """Base of every error bq2pg raises on purpose."""
+    """Base of every error bq2pg raises on purpose.
+
+    Args:
+        message: what failed, the offending value and the fix (no secrets).
+        table: the table concerned (``schema.name`` or a BigQuery table id).
+        column: the column concerned.
+        sqlstate: PostgreSQL's SQLSTATE, when PostgreSQL raised it.
+        value: the offending value, as text (never a row's content or a secret).
+        hint: what to do about it, when the message alone does not say.
+    """
 
     exit_code = 1
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        table: str | None = None,
+        column: str | None = None,
+        sqlstate: str | None = None,
+        value: str | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.table = table
+        self.column = column
+        self.sqlstate = sqlstate
+        self.value = value
+        self.hint = hint
+
+    @property
+    def transient(self) -> bool:
+        """True when retrying the same thing may succeed."""
+        return isinstance(self, Transient)
+
+    def fields(self) -> dict[str, Any]:
+        """The error as fields (an API's problem details): kind, message, the structured
+        attributes that are set, whether it is transient, and the exit code."""
+        found = {
+            "kind": type(self).__name__,
+            "message": self.message,
+            "transient": self.transient,
+            "exit_code": self.exit_code,
+        }
+        for name in ("table", "column", "sqlstate", "value", "hint"):
+            value = getattr(self, name)
+            if value is not None:
+                found[name] = value
+        return found
+
+    def __str__(self) -> str:
+        return f"{self.message}; {self.hint}" if self.hint else self.message
+
+
+class Transient:
+    """Marker: the failure may pass; retrying the same thing may succeed.
+
+    Independent of the subsystem: ``isinstance(exc, Transient)`` is what retry policies ask.
+    """
 
 
 class ConfigError(Bq2pgError):
@@ -52,17 +152,21 @@ class TargetMismatchError(ConfigError):
     """The existing target table does not match the source (use --drop or --mode replace)."""
 
 
+class NothingToResumeError(ConfigError):
+    """``--resume`` was asked for, and the job has no interrupted run to resume."""
+
+
 class SourceError(Bq2pgError):
-    """BigQuery (or the emulator) refused the request or failed terminally."""
+    """BigQuery (or the emulator) refused the request or failed."""
 
     exit_code = 3
 
 
-class TransientSourceError(SourceError):
+class TransientSourceError(SourceError, Transient):
     """BigQuery failed in a way worth retrying (429, 5xx, UNAVAILABLE, reset streams)."""
 
 
-class SessionExpiredError(SourceError):
+class SessionExpiredError(SourceError, Transient):
     """The read session expired (about 6 hours): a new one at the same snapshot must be opened.
 
     Its streams' offsets mean nothing in a new session, so the run's rows are loaded again
@@ -71,13 +175,22 @@ class SessionExpiredError(SourceError):
 
 
 class TargetError(Bq2pgError):
-    """PostgreSQL refused the request or failed terminally."""
+    """PostgreSQL refused the request or failed."""
 
     exit_code = 4
 
 
-class TransientTargetError(TargetError):
+class TransientTargetError(TargetError, Transient):
     """PostgreSQL failed in a way worth retrying (connection lost, restarting, disk full)."""
+
+
+class CircuitOpenError(TransientTargetError):
+    """The target failed too often in a row: calls fail at once until the breaker's cool-down."""
+
+
+class RowRejectedError(TargetError):
+    """PostgreSQL rejected a row's data (SQLSTATE class 22, 23 or 54); the writer isolates the
+    row into ``bq2pg.dead_letters`` and loads the rest."""
 
 
 class ConcurrentRunError(TargetError):

@@ -4,7 +4,7 @@ Binary pays where the server's text parsing is costly: measured here, a 1,000,00
 of bigint, double, timestamptz, date and text columns loads 2.2x faster from binary than from
 CSV (docs/benchmarks.md). Numerics, ranges and intervals have intricate binary layouts, so
 :func:`supported` picks binary only for tables whose every column has one of the layouts below
-(or is a one-dimensional array of them); ``encode`` uses CSV for the rest.
+(``plan.typemap.PG_TYPES``, or a one-dimensional array of them); ``encode`` uses CSV for the rest.
 
 Each column becomes an Arrow binary array whose values are the length-prefixed fields; one
 ``binary_join_element_wise`` then lays the fields of each row side by side after the 16-bit
@@ -21,10 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-#: Start of every binary COPY stream (11-byte signature, flags, header-extension length).
-SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
-#: End of every binary COPY stream (a field count of -1).
-TRAILER = b"\xff\xff"
+from bq2pg.plan import typemap
 
 #: PostgreSQL's epoch (2000-01-01) relative to Unix's, in days and in microseconds.
 PG_EPOCH_DAYS = 10_957
@@ -32,35 +29,6 @@ PG_EPOCH_US = PG_EPOCH_DAYS * 86_400 * 1_000_000
 
 _NULL_PREFIX = np.frombuffer(b"\xff\xff\xff\xff", np.uint8)
 _EMPTY = pa.scalar(b"", pa.binary())
-
-#: PostgreSQL type -> (width in bytes, or 0 for variable), for the layouts encoded here.
-LAYOUTS = {
-    "boolean": 1,
-    "integer": 4,
-    "bigint": 8,
-    "double precision": 8,
-    "date": 4,
-    "time": 8,
-    "timestamp": 8,
-    "timestamptz": 8,
-    "text": 0,
-    "bytea": 0,
-    "jsonb": 0,
-}
-#: Element type OIDs of the arrays encoded here (``X[]`` for X in :data:`LAYOUTS`).
-ELEMENT_OIDS = {
-    "boolean": 16,
-    "integer": 23,
-    "bigint": 20,
-    "double precision": 701,
-    "date": 1082,
-    "time": 1083,
-    "timestamp": 1114,
-    "timestamptz": 1184,
-    "text": 25,
-    "bytea": 17,
-    "jsonb": 3802,
-}
 
 
 def supported(pg_types: Sequence[str], arrow_types: Sequence[pa.DataType]) -> bool:
@@ -71,7 +39,7 @@ def supported(pg_types: Sequence[str], arrow_types: Sequence[pa.DataType]) -> bo
             if not (is_list and supported([pg[:-2]], [arrow.value_type])):
                 return False
             continue
-        if pg not in LAYOUTS:
+        if typemap.binary_width(pg) is None:
             return False
         is_text = pa.types.is_string(arrow) or pa.types.is_large_string(arrow)
         is_bytes = pa.types.is_binary(arrow) or pa.types.is_large_binary(arrow)
@@ -145,7 +113,7 @@ def _array(element: str, lists: pa.Array) -> pa.Array:
     header = np.empty((n, 5), ">i4")
     header[:, 0] = counts > 0
     header[:, 1] = 0  # no NULL elements claimed: the server finds them from their -1 lengths
-    header[:, 2] = ELEMENT_OIDS[element]
+    header[:, 2] = typemap.PG_TYPES[element].oid
     header[:, 3] = counts
     header[:, 4] = 1
     sizes = np.where(counts > 0, 20, 12).astype(np.int32)
@@ -163,7 +131,8 @@ def _column(pg: str, array: pa.Array) -> pa.Array:
     """The length-prefixed binary fields of one column."""
     if pg.endswith("[]"):
         return _array(pg[:-2], array)
-    width = LAYOUTS[pg]
+    width = typemap.binary_width(pg)
+    assert width is not None, pg
     if width == 0:
         return _variable(array, b"\x01" if pg == "jsonb" else b"")
     valid = _valid(array)

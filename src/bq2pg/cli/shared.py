@@ -4,6 +4,7 @@ the progress display."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import Annotated
 
 import typer
@@ -23,11 +24,8 @@ from rich.text import Text
 
 from bq2pg.bigquery.client import Source
 from bq2pg.config.settings import Settings
-from bq2pg.engine import copy as pipeline
 from bq2pg.errors import ConfigError
-
-#: Exit code of a run that loaded everything except rows now in bq2pg.dead_letters.
-DEAD_LETTER_EXIT_CODE = 8
+from bq2pg.plan.tables import Nested
 
 #: Width of tables when output goes to a file or a pipe (rich assumes 80 columns there).
 PIPE_WIDTH = 160
@@ -67,6 +65,14 @@ KeyOpt = Annotated[
     str | None,
     typer.Option(help="Key column(s), comma-separated: primary key, merge key, child-table key."),
 ]
+ResumeOpt = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Only resume the interrupted run of this job; exit 2 when there is none "
+        "(a plain re-run resumes one too, or starts anew).",
+    ),
+]
 NestedOpt = Annotated[
     str,
     typer.Option(help="REPEATED RECORD columns as 'jsonb' columns or as child 'tables'."),
@@ -77,7 +83,7 @@ def split_list(value: str | None) -> tuple[str, ...]:
     return tuple(v.strip() for v in value.split(",") if v.strip()) if value else ()
 
 
-def nested_choice(value: str) -> pipeline.Nested:
+def nested_choice(value: str) -> Nested:
     if value not in ("jsonb", "tables"):
         raise ConfigError(f"--nested must be jsonb or tables, not {value!r}")
     return value  # type: ignore[return-value]
@@ -158,12 +164,14 @@ DatabaseOpt = Annotated[
 ]
 
 
-def print_table(rows: list[dict], columns: list[str], title: str) -> None:
+def print_table(rows: Sequence[object], columns: list[str], title: str) -> None:
+    """Print the ``columns`` attributes of ``rows`` (dataclasses) as a table."""
     table = Table(title=title, title_justify="left")
     for c in columns:
         table.add_column(c)
     for r in rows:
-        table.add_row(*("" if r.get(c) is None else str(r[c]) for c in columns))
+        values = [getattr(r, c) for c in columns]
+        table.add_row(*("" if v is None else str(v) for v in values))
     out.print(table)
 
 

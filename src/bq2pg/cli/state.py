@@ -1,13 +1,17 @@
-"""The ``bq2pg`` commands on bq2pg's own state: ``dlq``, ``state`` and ``verify``."""
+"""``bq2pg state``, ``bq2pg dlq`` and ``bq2pg verify``: bq2pg's own state in the target.
+
+Each command calls one library function of ``engine.admin`` (the REST API calls the same).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Annotated
 
 import typer
 
+from bq2pg import admin
 from bq2pg.cli.shared import (
-    DEAD_LETTER_EXIT_CODE,
     DatabaseOpt,
     EndpointOpt,
     ProjectOpt,
@@ -18,10 +22,16 @@ from bq2pg.cli.shared import (
     out,
     print_table,
 )
-from bq2pg.errors import ConfigError, VerificationError
+from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError, VerificationError
 
-dlq_app = typer.Typer(help="Rows PostgreSQL rejected (bq2pg.dead_letters).", no_args_is_help=True)
-state_app = typer.Typer(help="Runs and their ledger (schema bq2pg).", no_args_is_help=True)
+dlq_app = typer.Typer(
+    help="Rows PostgreSQL rejected (bq2pg.dead_letters).",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
+state_app = typer.Typer(
+    help="Runs and their ledger (schema bq2pg).", no_args_is_help=True, rich_markup_mode=None
+)
 
 
 @dlq_app.command("list")
@@ -31,11 +41,7 @@ def dlq_list(
     run: Annotated[str | None, typer.Option(help="Run id.")] = None,
 ) -> None:
     """List dead letters (without their rows)."""
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import deadletters as deadletter
-
-    with load.connect(database_url(database)) as conn:
-        rows = deadletter.listing(conn, target=target, run_id=run)
+    rows = admin.list_dead_letters(database_url(database), target=target, run_id=run)
     cols = ["id", "run_id", "target", "row_offset", "sqlstate", "error", "created_at"]
     print_table(rows, cols, f"{len(rows)} dead letter(s)")
 
@@ -45,14 +51,8 @@ def dlq_show(
     letter_id: Annotated[int, typer.Argument(help="Dead letter id.")], database: DatabaseOpt = None
 ) -> None:
     """Show one dead letter, its error context and its raw row."""
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import deadletters as deadletter
-
-    with load.connect(database_url(database)) as conn:
-        row = deadletter.show(conn, letter_id)
-    if row is None:
-        raise ConfigError(f"no dead letter {letter_id}")
-    for key, value in row.items():
+    letter = admin.show_dead_letter(database_url(database), letter_id)
+    for key, value in dataclasses.asdict(letter).items():
         out.print(f"{key}: {value}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -68,23 +68,17 @@ def dlq_replay(
     bigquery_storage_endpoint: StorageEndpointOpt = None,
 ) -> None:
     """Load dead-lettered rows again, once the target or the mapping is fixed."""
-    from bq2pg.engine import replay
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import runs as state
-
-    with load.connect(database_url(database)) as conn:
-        state.ensure(conn)
-        done = replay.replay(
-            conn,
-            target,
-            lambda: make_source(project, bigquery_endpoint, bigquery_storage_endpoint),
-            letter_ids or None,
-        )
+    done = admin.replay_dead_letters(
+        database_url(database),
+        target,
+        lambda: make_source(project, bigquery_endpoint, bigquery_storage_endpoint),
+        letter_ids or None,
+    )
     out.print(f"{len(done.loaded):,} dead letter(s) replayed into {target}")
     for letter_id, error in sorted(done.failed.items()):
         err.print(f"[yellow]dead letter {letter_id} failed again: {error}", markup=True)
     if done.failed:
-        raise typer.Exit(DEAD_LETTER_EXIT_CODE)
+        raise typer.Exit(EXIT_DEAD_LETTERS)
 
 
 @dlq_app.command("purge")
@@ -95,13 +89,9 @@ def dlq_purge(
     yes: Annotated[bool, typer.Option("--yes", help="Do it (dead letters are deleted).")] = False,
 ) -> None:
     """Delete dead letters (of a target or a run, or all)."""
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import deadletters as deadletter
-
     if not yes:
         raise ConfigError("dlq purge deletes rows for good: add --yes")
-    with load.connect(database_url(database)) as conn:
-        deleted = deadletter.purge(conn, target=target, run_id=run)
+    deleted = admin.purge_dead_letters(database_url(database), target=target, run_id=run)
     out.print(f"{deleted:,} dead letter(s) deleted")
 
 
@@ -111,19 +101,43 @@ def state_show(
     database: DatabaseOpt = None,
 ) -> None:
     """The latest runs, their status and their ledger."""
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import runs as state
-
-    with load.connect(database_url(database)) as conn:
-        state.ensure(conn)
-        rows = state.runs(conn, target)
+    url = database_url(database)
+    rows = admin.list_runs(url, target)
     cols = ["run_id", "target", "mode", "status", "started_at", "rows_read", "rows_loaded"]
     print_table(rows, [*cols, "dead_letters", "chunks", "error"], "runs")
     if target:
-        with load.connect(database_url(database)) as conn:
-            mark = state.watermark(conn, target)
+        mark = admin.watermark(url, target)
         if mark:
             out.print(f"watermark: {mark[0]} >= {mark[1]}", markup=False, highlight=False)
+
+
+@state_app.command("progress")
+def state_progress(
+    run_id: Annotated[str, typer.Argument(help="Run id (see bq2pg state show).")],
+    database: DatabaseOpt = None,
+) -> None:
+    """How far a run is: rows committed per table, dead letters, offsets per stream."""
+    try:
+        progress = admin.run_progress(database_url(database), run_id)
+    except ValueError:
+        raise ConfigError(f"{run_id!r} is not a run id (a UUID)", value=run_id) from None
+    out.print(
+        f"run {progress.run_id} of {progress.target}: {progress.status}, started "
+        f"{progress.started_at:%Y-%m-%d %H:%M:%S}"
+        + (f", finished {progress.finished_at:%Y-%m-%d %H:%M:%S}" if progress.finished_at else ""),
+        markup=False,
+        highlight=False,
+    )
+    for table, rows in sorted(progress.rows.items()):
+        out.print(f"  {table}: {rows:,} rows committed", markup=False, highlight=False)
+    out.print(
+        f"  {progress.dead_letters:,} dead letter(s); {len(progress.offsets)} of "
+        f"{progress.streams} stream(s) begun",
+        markup=False,
+        highlight=False,
+    )
+    if progress.error:
+        out.print(f"  error: {progress.error}", markup=False, highlight=False)
 
 
 def verify(
@@ -131,14 +145,9 @@ def verify(
     database: DatabaseOpt = None,
 ) -> None:
     """Re-check a loaded table's row counts and content checksums against its runs' ledger."""
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import runs as state
-
-    with load.connect(database_url(database)) as conn:
-        state.ensure(conn)
-        report = state.verify_target(conn, target)
+    report = admin.verify_target(database_url(database), target)
     print_table(report, ["table", "ledger", "rows", "status"], f"verify {target}")
-    if any(str(r["status"]).startswith("MISMATCH") for r in report):
+    if any(not check.ok for check in report):
         raise VerificationError(f"{target} does not hold the rows its runs committed")
 
 
@@ -147,10 +156,5 @@ def state_reset(
     target: Annotated[str, typer.Argument(help="SCHEMA.TABLE")], database: DatabaseOpt = None
 ) -> None:
     """Forget a target's unfinished runs, so that the next run starts over."""
-    from bq2pg.postgres import connection as load
-    from bq2pg.state import runs as state
-
-    with load.connect(database_url(database)) as conn:
-        state.ensure(conn)
-        count = state.reset(conn, target)
+    count = admin.reset_target(database_url(database), target)
     out.print(f"{count} unfinished run(s) of {target} forgotten")

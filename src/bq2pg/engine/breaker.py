@@ -17,16 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 
-from bq2pg.errors import TransientTargetError
+from bq2pg.errors import CircuitOpenError
 
 #: Consecutive failures (all streams together) that open the circuit.
 THRESHOLD = 5
 #: Seconds the circuit stays open before one probe may try again.
 COOLDOWN_S = 15.0
-
-
-class CircuitOpenError(TransientTargetError):
-    """The target failed too often in a row: attempts wait for the cooldown."""
 
 
 class CircuitBreaker:

@@ -12,28 +12,15 @@ from dataclasses import asdict, dataclass, field
 from bq2pg.bigquery.client import Source, TableRef
 from bq2pg.config.settings import DEFAULT_STREAMS
 from bq2pg.engine import dask as executor
-from bq2pg.engine.run import Job, Progress, RunResult, TableResult, run_job
-from bq2pg.engine.stream import Mode, write_batches
+from bq2pg.engine.job import Incremental, Job
+from bq2pg.engine.result import RunResult
+from bq2pg.engine.run import run_job
 from bq2pg.errors import ConfigError
+from bq2pg.observe.progress import Progress
 from bq2pg.plan import filters as predicate
 from bq2pg.plan import watermark
 from bq2pg.plan.tables import Nested, TablePlan, plan_table
-from bq2pg.postgres import connection as load
-from bq2pg.state import runs as state
-
-__all__ = [
-    "CopyRequest",
-    "Job",
-    "Mode",
-    "Nested",
-    "Progress",
-    "RunResult",
-    "TableResult",
-    "copy_table",
-    "plan",
-    "run_job",
-    "write_batches",
-]
+from bq2pg.postgres.target import Mode
 
 
 @dataclass(frozen=True)
@@ -59,11 +46,15 @@ class CopyRequest:
     checksum: bool = True
     #: Where the streams run: ``local`` or ``dask://HOST:PORT`` (``executor``).
     executor: str = "local"
+    #: Only resume the interrupted run of this job (fail when there is none).
+    resume: bool = False
 
     def arguments(self) -> dict[str, object]:
-        """The request as stored with the run (without the database URL)."""
+        """The request as stored with the run (without the database URL, nor ``resume``,
+        which says how to run it, not what)."""
         args = asdict(self)
         args.pop("database_url")
+        args.pop("resume")
         return args
 
 
@@ -71,12 +62,16 @@ def target_name(request: CopyRequest, ref: TableRef) -> tuple[str, str]:
     """(schema, table) of the target: ``--table`` or ``public.<source table>``."""
     if not request.table:
         return "public", ref.table
-    schema, dot, name = request.table.partition(".")
-    if not dot:
-        return "public", schema
-    if not schema or not name:
-        raise ConfigError(f"--table {request.table!r} is not SCHEMA.NAME")
-    return schema, name
+    parts = request.table.split(".")
+    if len(parts) == 1 and parts[0]:
+        return "public", parts[0]
+    if len(parts) != 2 or not all(parts):
+        raise ConfigError(
+            f"--table {request.table!r} is not SCHEMA.NAME or NAME (a PostgreSQL table lives in "
+            "a schema of the database --to names; quote nothing)",
+            value=request.table,
+        )
+    return parts[0], parts[1]
 
 
 def plan(source: Source, request: CopyRequest) -> tuple[TablePlan, list[str], int | None]:
@@ -121,35 +116,31 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
     executor.check(request.executor)
     table_plan, selected, num_rows = plan(source, request)
     where = request.where.strip() if request.where else None
-    column = None
-    if request.incremental:
-        bound, column = _incremental(source, request, table_plan)
-        if bound:
-            where = f"({where}) AND {bound}" if where else bound
     job = Job(
         ref=TableRef.parse(request.source),
         database_url=request.database_url,
         plan=table_plan,
-        arguments=request.arguments(),
+        kind="copy",
+        request=request.arguments(),
         selected=selected if request.columns else None,
         where=where,
-        watermark=column,
         limit=request.limit,
         streams=request.streams,
         mode=request.mode,
         drop=request.drop,
-        total_rows=None if where else num_rows,
+        total_rows=None if where or request.incremental else num_rows,
+        incremental=_incremental(request, table_plan),
         checksum=request.checksum,
         executor=request.executor,
+        resume_only=request.resume,
     )
     return run_job(source, job, progress)
 
 
-def _incremental(
-    source: Source, request: CopyRequest, table_plan: TablePlan
-) -> tuple[str | None, str]:
-    """The watermark filter of an incremental run and the PostgreSQL name of its column."""
-    assert request.incremental
+def _incremental(request: CopyRequest, table_plan: TablePlan) -> Incremental | None:
+    """The watermark column of an incremental run (its value is read under the run's lock)."""
+    if not request.incremental:
+        return None
     if request.mode != "merge" or not request.key:
         raise ConfigError(
             "--incremental needs --mode merge and --key: rows at the boundary are read again "
@@ -160,9 +151,4 @@ def _incremental(
     if column is None:
         raise ConfigError(f"--incremental {request.incremental!r} is not a copied column")
     watermark.check(column.field, request.source)
-    lag = watermark.parse_lag(request.lag)
-    with load.connect(request.database_url) as conn:
-        state.ensure(conn)
-        found = state.watermark(conn, table_plan.qualified)
-    value = found[1] if found and found[0] == column.name else None
-    return watermark.restriction(column.field, value, lag), column.name
+    return Incremental(column.name, column.field, watermark.parse_lag(request.lag))

@@ -1,7 +1,7 @@
 """Where a run's streams are read and loaded: threads here, or tasks on a Dask cluster.
 
 ``local`` (the default): one thread and one PostgreSQL connection per stream in this process
-(``job``). ``dask://HOST:PORT``: each stream of the read session is a task on a Dask
+(``engine.streams``). ``dask://HOST:PORT``: each stream of the read session is a task on a Dask
 distributed cluster (extra ``bq2pg[dask]``). A worker makes its own BigQuery clients from the
 run's endpoints, asks the ledger how far its stream has committed, then reads and COPYs from
 there with the same ledger, chunk by chunk, as a local stream does. So exactly-once holds
@@ -18,12 +18,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from bq2pg.bigquery.client import ReadSession, Source
-from bq2pg.engine.stream import DEAD_LETTERS, Ledger, Mode, Split, physical, write_batches
+from bq2pg.bigquery import read
+from bq2pg.bigquery.client import Source
+from bq2pg.bigquery.read import ReadSession
+from bq2pg.engine.stream import Split, Stream, write_batches
 from bq2pg.errors import ConfigError
 from bq2pg.plan.tables import TablePlan
-from bq2pg.postgres import connection as load
-from bq2pg.state import runs as state
+from bq2pg.postgres.connection import session as pg_session
+from bq2pg.postgres.target import Mode, physical
+from bq2pg.state import ledger
+from bq2pg.state.ledger import DEAD_LETTERS
 
 LOCAL = "local"
 DASK_PREFIX = "dask://"
@@ -71,11 +75,8 @@ def run_task(task: StreamTask) -> StreamDone:
     project, rest, storage = task.endpoints
     source = Source(project=project, rest_endpoint=rest, storage_endpoint=storage)
     source.emulated = task.emulated
-    conn = load.connect(task.database_url)
-    try:
-        offsets, _ = state.committed(conn, task.run_id)
-    finally:
-        conn.close()
+    with pg_session(task.database_url, "reading the ledger") as conn:
+        offsets = ledger.committed(conn, task.run_id).offsets
     done = StreamDone(task.stream)
 
     def counted(table: str, rows: int, nbytes: int) -> None:
@@ -85,15 +86,15 @@ def run_task(task: StreamTask) -> StreamDone:
             done.rows[table] = done.rows.get(table, 0) + rows
             done.bytes[table] = done.bytes.get(table, 0) + nbytes
 
-    ledger = Ledger(task.run_id, task.stream, offsets.get(task.stream, 0))
+    stream = Stream(task.run_id, task.stream, offsets.get(task.stream, 0))
     write_batches(
         task.database_url,
         task.plan,
-        source.read_stream(task.session, task.stream, ledger.offset),
+        read.read_stream(source, task.session, task.stream, stream.offset),
         into=lambda t: physical(task.mode, t),
         splitter=task.splitter,
         counted=counted,
-        ledger=ledger,
+        stream=stream,
         checksum=task.checksum,
     )
     return done

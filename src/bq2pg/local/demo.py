@@ -17,9 +17,11 @@ from pathlib import Path
 import platformdirs
 
 from bq2pg.bigquery import client as source
+from bq2pg.bigquery import seed as bq_seed
 from bq2pg.config.settings import DEFAULT_STREAMS
-from bq2pg.engine import copy as pipeline
+from bq2pg.engine.result import RunResult
 from bq2pg.local import embedded, emulator
+from bq2pg.observe.progress import Progress
 from bq2pg.patents import pipeline as patents
 from bq2pg.patents import source as publications
 from bq2pg.patents import synthetic as generate
@@ -34,7 +36,7 @@ DEMO_ROWS = 10_000
 class DemoResult:
     """The copy's summary, the seeding time, and how to look at the result."""
 
-    run: pipeline.RunResult
+    run: RunResult
     seed_seconds: float
     database_url: str
     psql_command: str | None
@@ -44,11 +46,11 @@ def seed(src: source.Source, rows: int, *, seed: int = 0) -> float:
     """Create the patents table in the emulator and load ``rows`` generated rows; seconds."""
     started = time.perf_counter()
     ref = source.TableRef.parse(publications.SOURCE_TABLE)
-    source.create_table(src, ref, publications.PUBLICATIONS)
+    bq_seed.create_table(src, ref, publications.PUBLICATIONS)
     step = 50_000  # generate and load in slices: bounded memory for big demos
     for start in range(0, rows, step):
         part = generate.generate(min(step, rows - start), seed=seed + start // step)
-        source.load_arrow(src, ref, part)
+        bq_seed.load_arrow(src, ref, part)
     return time.perf_counter() - started
 
 
@@ -58,7 +60,7 @@ def run(
     database_url: str | None = None,
     streams: int = DEFAULT_STREAMS,
     full_text: bool = False,
-    progress: pipeline.Progress | None = None,
+    progress: Progress | None = None,
     work_dir: Path | None = None,
 ) -> DemoResult:
     """Run the demo end to end and return its summary."""

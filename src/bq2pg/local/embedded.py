@@ -165,8 +165,9 @@ def _stop_foreign_server(directory: Path, bin_dir: Path) -> bool:
         log.debug("cannot tell which binaries run postmaster %d; reusing it", pid)
         return False
     binary, deleted = running
-    if Path(binary).stem != SERVER_BINARY:
-        return False  # the pid was reused by another program; get_server handles stale files
+    if binary.stem != SERVER_BINARY:
+        # not a postmaster: a stale pid file whose pid another program now has; not ours to stop
+        return False
     ours = Path(os.path.realpath(bin_dir))
     if not deleted and Path(os.path.realpath(binary.parent)) == ours:
         return False

@@ -13,7 +13,6 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-import psycopg
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
@@ -23,7 +22,7 @@ from bq2pg.errors import ConfigError
 from bq2pg.patents import model
 from bq2pg.plan import ddl
 from bq2pg.plan import filters as predicate
-from bq2pg.postgres import connection as load
+from bq2pg.postgres import copy
 
 #: The CPC sections a code can start with (A-H, and Y for emerging technologies).
 CPC_SECTIONS = "ABCDEFGHY"
@@ -121,29 +120,22 @@ def export(
     suffix = path.suffix.lower()
     if suffix not in (".parquet", ".csv"):
         raise ConfigError(f"--to {path}: the file must end in .parquet or .csv")
-    statement = sql.SQL("COPY ({}) TO STDOUT (FORMAT csv, HEADER true)").format(
-        query(schema, where)
-    )
-    conn = load.connect(database_url)
     rows = 0
     # written beside the target and renamed over it only when complete: a failed export
     # (disk full, lost connection) leaves no half-written file behind
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    what = f"exporting features from {schema}"
     try:
-        with conn.transaction(), conn.cursor() as cur:
-            cur.execute("SET TRANSACTION READ ONLY")
-            with cur.copy(statement) as copy:
-                if suffix == ".csv":
-                    with open(partial, "wb") as out:
-                        for block in copy:
-                            out.write(block)
-                            rows += bytes(block).count(b"\n")
-                    rows -= 1  # the header line
-                else:
-                    rows = _write_parquet(_CopyReader(iter(copy)), partial, progress)
+        with copy.copy_out(database_url, query(schema, where), what) as blocks:
+            if suffix == ".csv":
+                with open(partial, "wb") as out:
+                    for block in blocks:
+                        out.write(block)
+                        rows += block.count(b"\n")
+                rows -= 1  # the header line
+            else:
+                rows = _write_parquet(_CopyReader(blocks), partial, progress)
         os.replace(partial, path)
-    except psycopg.Error as exc:
-        raise load.translate(exc, f"exporting features from {schema}") from exc
     except OSError as exc:
         raise ConfigError(
             f"--to {path}: could not write the file ({exc.strerror or exc}); nothing was "
@@ -151,7 +143,6 @@ def export(
         ) from exc
     finally:
         partial.unlink(missing_ok=True)
-        conn.close()
     return rows
 
 

@@ -13,24 +13,25 @@ after the load, then ``ANALYZE``.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import re
 from dataclasses import asdict, dataclass, field
 from functools import partial
 
-from psycopg import sql
-
 from bq2pg.bigquery.client import Source, TableRef
 from bq2pg.config.settings import DEFAULT_STREAMS
 from bq2pg.engine import dask as executor
-from bq2pg.engine.copy import CopyRequest, Job, Progress, RunResult, copy_table, run_job
+from bq2pg.engine.copy import CopyRequest, copy_table
+from bq2pg.engine.job import Job
+from bq2pg.engine.result import RunResult
+from bq2pg.engine.run import run_job
 from bq2pg.errors import ConfigError
+from bq2pg.observe.progress import Progress
 from bq2pg.patents import model
 from bq2pg.patents import source as publications
 from bq2pg.patents.transform import Splitter
-from bq2pg.plan import ddl
-from bq2pg.plan.tables import TablePlan
-from bq2pg.postgres import connection as load
+from bq2pg.plan.tables import Index
 
 #: The CPC scheme: one row per symbol, with its titles (camelCase columns, lower-cased here).
 CPC_SOURCE = "patents-public-data.cpc.definition"
@@ -68,10 +69,14 @@ class PatentsRequest:
     executor: str = "local"
     #: "today" for --recent-days (tests pin it); the UTC date when None.
     today: dt.date | None = None
+    #: Only resume the interrupted run of this job (fail when there is none).
+    resume: bool = False
 
     def arguments(self) -> dict[str, object]:
+        """The request as stored with the run (without the database URL, nor ``resume``)."""
         args = asdict(self)
         args.pop("database_url")
+        args.pop("resume")
         args["today"] = str(self.today) if self.today else None
         return args
 
@@ -107,44 +112,27 @@ def row_restriction(request: PatentsRequest) -> str | None:
     return " AND ".join(parts) or None
 
 
-def indexes(schema: str) -> list[sql.Composed]:
-    """The indexes built after a load (``IF NOT EXISTS``: merges keep the ones they have)."""
-    pubs, cites = "publications", "publication_citations"
-    specs = [
-        (pubs, "country_date", "btree", ("country_code", "publication_date")),
-        (pubs, "family", "btree", ("family_id",)),
-        (pubs, "filing_date", "btree", ("filing_date",)),
-        (pubs, "grant_date", "btree", ("grant_date",)),
-        (pubs, "cpc_codes", "gin", ("cpc_codes",)),
-        (pubs, "ipc_codes", "gin", ("ipc_codes",)),
-        (cites, "cited", "btree", ("cited_publication_number",)),
-        ("publication_cpc", "code", "btree", ("code",)),
-    ]
-    return [
-        sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({})").format(
-            sql.Identifier(f"{table}_{suffix}_idx"),
-            ddl.ident(schema, table),
-            sql.SQL(method),
-            sql.SQL(", ").join(sql.Identifier(c) for c in columns),
-        )
-        for table, suffix, method, columns in specs
-    ]
-
-
-def _mode(database_url: str, plan: TablePlan, drop_tables: bool) -> str:
-    """``replace`` for a first load (or after dropping), else ``merge``; drops if asked."""
-    conn = load.connect(database_url)
-    try:
-        if drop_tables:
-            every = model.model(plan.schema, full_text=True).all_tables()
-            load.execute(
-                conn, [ddl.drop_table(t.schema, t.name) for t in every], "dropping the model"
-            )
-            return "replace"
-        found = load.existing_columns(conn, plan.schema, plan.name)
-        return "merge" if found else "replace"
-    finally:
-        conn.close()
+#: The indexes built after a load (``IF NOT EXISTS``: merges keep the ones they have).
+INDEXES = (
+    Index(
+        "publications",
+        "publications_country_date_idx",
+        "btree",
+        ("country_code", "publication_date"),
+    ),
+    Index("publications", "publications_family_idx", "btree", ("family_id",)),
+    Index("publications", "publications_filing_date_idx", "btree", ("filing_date",)),
+    Index("publications", "publications_grant_date_idx", "btree", ("grant_date",)),
+    Index("publications", "publications_cpc_codes_idx", "gin", ("cpc_codes",)),
+    Index("publications", "publications_ipc_codes_idx", "gin", ("ipc_codes",)),
+    Index(
+        "publication_citations",
+        "publication_citations_cited_idx",
+        "btree",
+        ("cited_publication_number",),
+    ),
+    Index("publication_cpc", "publication_cpc_code_idx", "btree", ("code",)),
+)
 
 
 def run(source: Source, request: PatentsRequest, progress: Progress | None = None) -> RunResult:
@@ -169,22 +157,30 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
         and (request.full_text or f.name not in publications.FULL_TEXT_COLUMNS)
     ]
     plan = model.model(request.schema, full_text=request.full_text)
-    mode = _mode(request.database_url, plan, request.drop_tables)
     job = Job(
         ref=ref,
         database_url=request.database_url,
         plan=plan,
-        arguments=request.arguments(),
+        kind="patents",
+        request=request.arguments(),
         selected=selected,
         where=where,
         limit=limit,
         streams=request.streams,
-        mode=mode,  # type: ignore[arg-type]
+        # a first load (or one after dropping) replaces, later ones merge: decided by the run,
+        # under the target's lock
+        mode="auto",
+        drop_tables=(
+            tuple(model.model(plan.schema, full_text=True).all_tables())
+            if request.drop_tables
+            else ()
+        ),
         splitter=partial(Splitter, plan, full_text=request.full_text),  # picklable (Dask)
-        after=indexes(plan.schema),
+        indexes=INDEXES,
         total_rows=None if where else info.num_rows,
         checksum=request.checksum,
         executor=request.executor,
+        resume_only=request.resume,
     )
     result = run_job(source, job, progress)
     if request.with_cpc_definitions:
@@ -201,6 +197,9 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
             ),
             progress,
         )
-        result.tables += cpc.tables
-        result.checksummed += cpc.checksummed
+        result = dataclasses.replace(
+            result,
+            tables=[*result.tables, *cpc.tables],
+            checksummed=[*result.checksummed, *cpc.checksummed],
+        )
     return result

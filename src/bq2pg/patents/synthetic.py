@@ -14,185 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from bq2pg.patents import vocabulary
 from bq2pg.patents.source import PUBLICATIONS, PUBLICATIONS_30, arrow_type
-
-_COUNTRIES = np.array(["US", "DE", "AT", "CN", "JP", "EP", "WO", "KR", "FR", "GB"])
-_COUNTRY_WEIGHTS = np.array([0.34, 0.1, 0.04, 0.2, 0.12, 0.08, 0.05, 0.04, 0.02, 0.01])
-_KINDS = {
-    "US": ["A1", "B1", "B2", "A"],
-    "DE": ["T2", "A1", "B4"],
-    "AT": ["T1", "B"],
-    "CN": ["B", "A", "U"],
-    "JP": ["B2", "A"],
-    "EP": ["A1", "B1"],
-    "WO": ["A1", "A2"],
-    "KR": ["B1", "A"],
-    "FR": ["A1", "B1"],
-    "GB": ["A", "B"],
-}
-_LANG = {
-    "US": "en",
-    "DE": "de",
-    "AT": "de",
-    "CN": "zh",
-    "JP": "ja",
-    "EP": "en",
-    "WO": "en",
-    "KR": "ko",
-    "FR": "fr",
-    "GB": "en",
-}
-_WORDS = {
-    "en": [
-        "fuel",
-        "filter",
-        "additive",
-        "release",
-        "method",
-        "device",
-        "compressor",
-        "scroll",
-        "bearing",
-        "lubrication",
-        "semiconductor",
-        "mask",
-        "phase",
-        "shifting",
-        "electrode",
-        "negative",
-        "material",
-        "battery",
-        "detection",
-        "oxalate",
-        "assembly",
-        "vehicle",
-        "seat",
-        "belt",
-        "strap",
-        "apparatus",
-        "system",
-        "signal",
-        "process",
-        "composition",
-        "layer",
-    ],
-    "de": [
-        "Verfahren",
-        "Vorrichtung",
-        "zur",
-        "Herstellung",
-        "eines",
-        "Schloss",
-        "Rotor",
-        "Sitzung",
-        "Schlüssel",
-        "Epithelzell",
-        "Linie",
-        "Analysegerät",
-        "dünne",
-        "Filmstruktur",
-        "Trocknung",
-        "schärfen",
-        "Spielautomat",
-    ],
-    "zh": [
-        "一种",
-        "分离",
-        "纯化",
-        "糖肽",
-        "的",
-        "方法",
-        "饲用",
-        "甘露",
-        "聚糖酶",
-        "及其",
-        "制备",
-        "胎盘",
-        "干细胞",
-        "抗肿瘤",
-        "疫苗",
-    ],
-    "ja": [
-        "装置",
-        "方法",
-        "圧縮機",
-        "スクロール",
-        "軸受",
-        "潤滑",
-        "半導体",
-        "電極",
-        "材料",
-        "製造",
-    ],
-    "ko": ["장치", "방법", "반도체", "전극", "배터리", "재료", "제조", "시스템"],
-    "fr": [
-        "procédé",
-        "dispositif",
-        "pour",
-        "la",
-        "fabrication",
-        "d'un",
-        "filtre",
-        "à",
-        "carburant",
-        "électrode",
-    ],
-}
-_CPC = np.array(
-    [
-        "B01D37/025",
-        "B01D27/00",
-        "F02M25/00",
-        "F02M37/32",
-        "G03F1/26",
-        "G03F1/32",
-        "C12Q1/527",
-        "H01M4/587",
-        "H01M10/052",
-        "B60R22/24",
-        "F04C18/0215",
-        "F04C29/02",
-        "C12N9/2494",
-        "A61K39/0011",
-        "C07K1/16",
-        "G06F21/60",
-        "H04L9/0838",
-        "G01N35/025",
-        "Y02E60/10",
-        "A23K20/189",
-    ]
-)
-_CITATION_TYPES = np.array(["", "", "", "A", "X", "Y", "XY", "XI", "YD", "XPI", "AP", "D"])
-_CATEGORIES = np.array(["SEA", "CITED_BY_APPLICANT", "CITED_BY_EXAMINER", "UNKNOWN", "APP"])
-_NAMES = np.array(
-    [
-        "MARTIN HAROLD R",
-        "STEHOUWER DAVID M",
-        "MÜLLER HANS",
-        "SCHMIDT ANNA",
-        "王伟",
-        "李娜",
-        "SATO HIROSHI",
-        "KIM MIN-JUN",
-        "DUPONT MARIE",
-        "SMITH JOHN",
-        "O'BRIEN SEAN",
-        "GARCÍA LÓPEZ JOSÉ",
-    ]
-)
-_ASSIGNEES = np.array(
-    [
-        "SIEMENS AG",
-        "ROBERT BOSCH GMBH",
-        "MATSUSHITA ELECTRIC IND CO LTD",
-        "UNIV ZHEJIANG",
-        "SAMSUNG ELECTRONICS CO LTD",
-        "GEN ELECTRIC",
-        "IBM",
-        "Martin Harold R.",
-        "",
-    ]
-)
 
 
 def _lists(values: pa.Array, counts: np.ndarray) -> pa.ListArray:
@@ -201,11 +24,15 @@ def _lists(values: pa.Array, counts: np.ndarray) -> pa.ListArray:
     return pa.ListArray.from_arrays(pa.array(offsets), values)
 
 
-_VOCAB = pa.array([w for words in _WORDS.values() for w in words])
+_VOCAB = pa.array([w for words in vocabulary.WORDS.values() for w in words])
 _VOCAB_START = dict(
-    zip(_WORDS, np.cumsum([0] + [len(w) for w in _WORDS.values()])[:-1], strict=True)
+    zip(
+        vocabulary.WORDS,
+        np.cumsum([0] + [len(w) for w in vocabulary.WORDS.values()])[:-1],
+        strict=True,
+    )
 )
-_VOCAB_SIZE = {lang: len(words) for lang, words in _WORDS.items()}
+_VOCAB_SIZE = {lang: len(words) for lang, words in vocabulary.WORDS.items()}
 
 
 def _text(rng: np.random.Generator, langs: np.ndarray, words: np.ndarray) -> pa.Array:
@@ -261,9 +88,9 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
     The same ``n`` and ``seed`` always give the same rows; ``publication_number`` is unique.
     """
     rng = np.random.default_rng(seed)
-    country = rng.choice(_COUNTRIES, n, p=_COUNTRY_WEIGHTS)
+    country = rng.choice(vocabulary.COUNTRIES, n, p=vocabulary.COUNTRY_WEIGHTS)
     kind = np.empty(n, dtype=object)
-    for cc, kinds in _KINDS.items():
+    for cc, kinds in vocabulary.KINDS.items():
         mask = country == cc
         kind[mask] = rng.choice(kinds, int(mask.sum()))
     number = (np.arange(n) * 7 + 1_000_003 + seed * 10_000_019).astype(str)
@@ -271,7 +98,7 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
     pub_no = pc.binary_join_element_wise(country, number, kind.astype(str), "-")
     app_digits = (rng.integers(10**6, 10**9, n)).astype(str)
     app_no = pc.binary_join_element_wise(country, app_digits, app_kind, "-")
-    lang = np.vectorize(_LANG.get, otypes=[object])(country)
+    lang = np.vectorize(vocabulary.LANG.get, otypes=[object])(country)
     is_us = country == "US"
     publication_date = _dates(rng, n, 1980, 2025)
     filing_date = publication_date - rng.integers(1, 5, n) * 10000  # 1-4 years earlier
@@ -337,7 +164,7 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
         rng, n, (1, 4), country, app_digits, pub_numbers=None, npl_share=0.0
     )
     inv_counts = rng.integers(0, 7, n).astype(np.int32)
-    inv_names = _NAMES[rng.integers(0, len(_NAMES), int(inv_counts.sum()))]
+    inv_names = vocabulary.NAMES[rng.integers(0, len(vocabulary.NAMES), int(inv_counts.sum()))]
     columns["inventor"] = _lists(pa.array(inv_names), inv_counts)
     columns["inventor_harmonized"] = _lists(
         pa.StructArray.from_arrays(
@@ -352,10 +179,12 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
         inv_counts,
     )
     asg_counts = rng.integers(0, 3, n).astype(np.int32)
-    asg = _ASSIGNEES[rng.integers(0, len(_ASSIGNEES), int(asg_counts.sum()))]
+    asg = vocabulary.ASSIGNEES[rng.integers(0, len(vocabulary.ASSIGNEES), int(asg_counts.sum()))]
     columns["assignee"] = _lists(pa.array(asg), asg_counts)
     harm_counts = np.where(rng.random(n) < 0.2, 0, asg_counts).astype(np.int32)
-    harm = _ASSIGNEES[rng.integers(0, len(_ASSIGNEES) - 1, int(harm_counts.sum()))]
+    harm = vocabulary.ASSIGNEES[
+        rng.integers(0, len(vocabulary.ASSIGNEES) - 1, int(harm_counts.sum()))
+    ]
     columns["assignee_harmonized"] = _lists(
         pa.StructArray.from_arrays(
             [pa.array(harm), pa.array(np.where(rng.random(len(harm)) < 0.3, "", "US"))],
@@ -368,7 +197,7 @@ def generate(n: int, *, seed: int = 0, thirty_columns: bool = False) -> pa.Table
     columns["examiner"] = _lists(
         pa.StructArray.from_arrays(
             [
-                pa.array(_NAMES[rng.integers(0, len(_NAMES), m)]),
+                pa.array(vocabulary.NAMES[rng.integers(0, len(vocabulary.NAMES), m)]),
                 pa.array(np.where(rng.random(m) < 0.5, "", "3744"), pa.string()),
                 pa.array(np.where(rng.random(m) < 0.5, "primary", "assistant"), pa.string()),
             ],
@@ -431,7 +260,7 @@ def _codes(rng: np.random.Generator, counts: np.ndarray, kind: str) -> pa.ListAr
     elif kind in ("fi", "fterm"):
         codes = np.char.add("4B018", rng.integers(10, 99, m).astype(str))
     else:
-        codes = _CPC[rng.integers(0, len(_CPC), m)].astype(object)
+        codes = vocabulary.CPC[rng.integers(0, len(vocabulary.CPC), m)].astype(object)
     dup = np.concatenate([[False], rng.random(m - 1) < 0.1]) if m else np.array([], bool)
     codes[dup] = codes[np.flatnonzero(dup) - 1]
     first = np.zeros(m, dtype=bool)
@@ -476,8 +305,8 @@ def _references(
         cited = pub_numbers.to_numpy(zero_copy_only=False)[rng.integers(0, n, m)]
         publication = np.where(npl, "", cited)
         application = np.full(m, "", dtype=object)
-        category = _CATEGORIES[rng.integers(0, len(_CATEGORIES), m)]
-        ctype = _CITATION_TYPES[rng.integers(0, len(_CITATION_TYPES), m)]
+        category = vocabulary.CATEGORIES[rng.integers(0, len(vocabulary.CATEGORIES), m)]
+        ctype = vocabulary.CITATION_TYPES[rng.integers(0, len(vocabulary.CITATION_TYPES), m)]
         filing = np.where(rng.random(m) < 0.7, 0, _dates(rng, m, 1970, 2020))
     else:
         publication = np.full(m, "", dtype=object)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from psycopg import sql
 
-from bq2pg.plan.tables import TablePlan
+from bq2pg.plan.tables import Index, TablePlan, normalize_identifier
 
 
 def ident(schema: str, name: str) -> sql.Identifier:
@@ -49,11 +49,39 @@ def create_table(
 
 
 def add_primary_key(plan: TablePlan, *, name: str | None = None) -> sql.Composed:
-    """``ALTER TABLE ... ADD PRIMARY KEY`` on the plan's key."""
-    return sql.SQL("ALTER TABLE {} ADD PRIMARY KEY ({})").format(
+    """``ALTER TABLE ... ADD PRIMARY KEY`` on the plan's key; on a side table ``name`` the
+    constraint is named ``<name>_pkey``, so that publishing can rename it with the table."""
+    constraint = (
+        sql.SQL("CONSTRAINT {} ").format(sql.Identifier(normalize_identifier(name + "_pkey")))
+        if name
+        else sql.SQL("")
+    )
+    return sql.SQL("ALTER TABLE {} ADD {}PRIMARY KEY ({})").format(
         ident(plan.schema, name or plan.name),
+        constraint,
         sql.SQL(", ").join(sql.Identifier(k) for k in plan.key),
     )
+
+
+#: Index methods bq2pg builds (a trusted list: the method is spliced as SQL).
+INDEX_METHODS = ("btree", "gin", "gist", "brin", "hash")
+
+
+def create_index(schema: str, index: Index) -> sql.Composed:
+    """``CREATE INDEX IF NOT EXISTS`` for ``index`` on a table of ``schema``."""
+    if index.method not in INDEX_METHODS:
+        raise ValueError(f"index method {index.method!r} is not one of {INDEX_METHODS}")
+    return sql.SQL("CREATE INDEX IF NOT EXISTS {} ON {} USING {} ({})").format(
+        sql.Identifier(index.name),
+        ident(schema, index.table),
+        sql.SQL(index.method),
+        sql.SQL(", ").join(sql.Identifier(c) for c in index.columns),
+    )
+
+
+def analyze(schema: str, name: str) -> sql.Composed:
+    """``ANALYZE`` a table (planner statistics after a load)."""
+    return sql.SQL("ANALYZE {}").format(ident(schema, name))
 
 
 def drop_table(schema: str, name: str) -> sql.Composed:

@@ -100,6 +100,16 @@ class TablePlan:
         return [self, *self.children]
 
 
+@dataclass(frozen=True)
+class Index:
+    """An index built after the load (``IF NOT EXISTS``: a merge keeps the ones it has)."""
+
+    table: str
+    name: str
+    method: str
+    columns: tuple[str, ...]
+
+
 def normalize_identifier(name: str) -> str:
     """Lower-case ``name`` and shorten it deterministically to 63 bytes when longer."""
     lowered = name.lower()

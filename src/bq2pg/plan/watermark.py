@@ -7,7 +7,7 @@ maximum is computed from the staged rows and stored in ``bq2pg.watermarks`` in t
 transaction as the publish, and never moves backwards. Rows whose column is NULL are never
 selected by the bound: give them a value upstream, or load them with a full run.
 
-Pure logic here; the statements are run by ``pipeline`` and ``state``.
+Pure logic here; the statements are in ``state.watermarks``.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ import datetime as dt
 import re
 from decimal import Decimal
 
-from psycopg import sql
-
 from bq2pg.errors import ConfigError
-from bq2pg.plan.tables import Field, TablePlan
+from bq2pg.plan import typemap
+from bq2pg.plan.tables import Field
 
-#: Column types a watermark can have. FLOAT64 is refused: one NaN makes max() NaN, and every
-#: later `> NaN` filter matches nothing, silently (RELIABILITY.md b.13).
-TYPES = ("INT64", "NUMERIC", "BIGNUMERIC", "DATE", "DATETIME", "TIMESTAMP", "STRING")
+#: Column types a watermark can have (``typemap.TYPES``' watermark column). FLOAT64 is refused:
+#: one NaN makes max() NaN, and every later `> NaN` filter matches nothing, silently
+#: (RELIABILITY.md b.13).
+TYPES = tuple(typemap.watermark_types())
 
 _LAG = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -78,23 +78,3 @@ def restriction(field: Field, value: str | None, lag: float) -> str | None:
     if value is None:
         return None
     return f"`{field.name}` >= {bound(field, value, lag)}"
-
-
-def advance(plan: TablePlan, column: str, stage: str, run_id: object) -> sql.Composed:
-    """Store the staged rows' maximum as the target's watermark, never moving it backwards."""
-    pg_type = next(c.pg_type for c in plan.columns if c.name == column)
-    return sql.SQL(
-        "INSERT INTO bq2pg.watermarks (target, column_name, value, run_id, updated_at) "
-        "SELECT {target}, {column_name}, max({column})::text, {run}, now() FROM {stage} "
-        "HAVING max({column}) IS NOT NULL "
-        "ON CONFLICT (target) DO UPDATE SET value = GREATEST(bq2pg.watermarks.value::{type}, "
-        "EXCLUDED.value::{type})::text, column_name = EXCLUDED.column_name, "
-        "run_id = EXCLUDED.run_id, updated_at = now()"
-    ).format(
-        target=sql.Literal(plan.qualified),
-        column_name=sql.Literal(column),
-        column=sql.Identifier(column),
-        run=sql.Literal(str(run_id)),
-        stage=sql.Identifier(plan.schema, stage),
-        type=sql.SQL(pg_type),
-    )

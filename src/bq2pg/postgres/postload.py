@@ -18,11 +18,13 @@ from typing import TypeVar
 
 import psycopg
 from psycopg import sql
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import stop_after_attempt
 
+from bq2pg import retry
 from bq2pg.errors import Bq2pgError, TransientTargetError
+from bq2pg.plan import ddl
 from bq2pg.plan.tables import TablePlan
-from bq2pg.postgres import connection as load
+from bq2pg.postgres.connection import connect, execute, with_deadline
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -47,7 +49,7 @@ def spread(
     lanes: int,
     what: str,
     deadline: float,
-    attempts: int = 1,
+    attempts: int = retry.POSTLOAD.attempts,
 ) -> list[R]:
     """``work(conn, item)`` for every item, on up to ``lanes`` connections at once.
 
@@ -67,12 +69,9 @@ def spread(
     def attempt(index: int) -> R:
         conn = getattr(local, "conn", None)
         if conn is None or conn.closed:
-            conn = local.conn = load.connect(database_url)
+            conn = local.conn = connect(database_url)
         try:
-            try:
-                return load.with_deadline(conn, deadline, what, partial(work, conn, items[index]))
-            except psycopg.Error as exc:  # not translated by ``work``
-                raise load.translate(exc, what) from exc
+            return with_deadline(conn, deadline, what, partial(work, conn, items[index]))
         except TransientTargetError:
             conn.close()  # the next attempt connects again
             raise
@@ -84,16 +83,9 @@ def spread(
                     index = todo.get_nowait()
                 except queue.Empty:
                     return
-                for tried in Retrying(
-                    retry=retry_if_exception_type(TransientTargetError),
-                    stop=stop_after_attempt(attempts),
-                    wait=wait_exponential(multiplier=2, max=30),
-                    before_sleep=lambda state: log.warning(
-                        "%s (attempt %d of %d): %s", what, state.attempt_number, attempts,
-                        state.outcome.exception() if state.outcome else None,
-                    ),
-                    reraise=True,
-                ):  # fmt: skip
+                policy = retry.POSTLOAD.retrying()
+                policy.stop = stop_after_attempt(attempts)
+                for tried in policy:
                     with tried:
                         results[index] = attempt(index)
         except BaseException as exc:
@@ -130,7 +122,7 @@ def add_primary_keys(
             [regclass],
         ).fetchone()
         if found is None:
-            load.execute(conn, [load.primary_key(table, name)], f"adding the key of {regclass}")
+            execute(conn, [ddl.add_primary_key(table, name=name)], f"adding the key of {regclass}")
 
     spread(database_url, tables, build, lanes=lanes, what="adding keys", deadline=deadline)
 
@@ -150,7 +142,7 @@ def after_publish(
 
     def run(conn: psycopg.Connection, statement: sql.Composed) -> None:
         try:
-            load.execute(conn, [statement], "after publishing")
+            execute(conn, [statement], "after publishing")
             ran.add(id(statement))
         except TransientTargetError:
             raise  # spread reconnects and retries it

@@ -27,7 +27,6 @@ arrays, intervals, ranges. Timestamps need PostgreSQL 14 or later (exact ``extra
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 
 import duckdb
@@ -35,25 +34,9 @@ import pyarrow as pa
 from psycopg import sql
 
 from bq2pg.arrow.encode import DUCKDB_CONFIG
+from bq2pg.plan import typemap
 from bq2pg.plan.tables import TablePlan
 
-#: PostgreSQL type -> how its canonical text is made on each side.
-_KINDS = {
-    "bigint": "cast",
-    "integer": "cast",
-    "smallint": "cast",
-    "boolean": "cast",
-    "text": "text",
-    "bytea": "hex",
-    "date": "days",
-    "timestamptz": "micros",
-    "timestamp with time zone": "micros",
-    "timestamp": "micros",
-    "timestamp without time zone": "micros",
-    "time": "micros",
-    "time without time zone": "micros",
-}
-_NUMERIC = re.compile(r"numeric\(\s*(\d+)\s*,\s*\d+\s*\)")
 #: The canonical form of the checksums computed here (recorded with each run).
 FORM = 2
 #: Between two columns' texts, and in place of NULL.
@@ -63,11 +46,8 @@ MIN_SERVER_VERSION = 140000
 
 
 def kind(pg_type: str) -> str | None:
-    """How a column of ``pg_type`` is checksummed, or None when it is not covered."""
-    numeric = _NUMERIC.fullmatch(pg_type.strip())
-    if numeric:  # DuckDB's decimals stop at 38 digits
-        return "cast" if int(numeric.group(1)) <= 38 else None
-    return _KINDS.get(pg_type.strip())
+    """How a column of ``pg_type`` is checksummed (``plan.typemap``), or None: not covered."""
+    return typemap.checksum_kind(pg_type)
 
 
 def covered(table: TablePlan) -> list[str]:

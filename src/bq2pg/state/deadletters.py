@@ -12,9 +12,10 @@ the chunk's ledger row commits in the same transaction, so
 from __future__ import annotations
 
 import base64
+import dataclasses
+import datetime as dt
 import json
 import logging
-import os
 import time
 import uuid
 from collections.abc import Callable
@@ -23,21 +24,18 @@ from dataclasses import dataclass, field
 import psycopg
 import pyarrow as pa
 from psycopg import sql
-from psycopg.rows import dict_row
+from psycopg.rows import class_row, dict_row
 
-from bq2pg.arrow import binary
 from bq2pg.arrow.encode import Encoder
-from bq2pg.plan import ddl
 from bq2pg.plan.tables import TablePlan
-from bq2pg.postgres import connection as load
-from bq2pg.quality.checksum import Checksummer
+from bq2pg.postgres import copy
+from bq2pg.postgres.errors import is_row_error, translate
+from bq2pg.state import ledger
 
 log = logging.getLogger(__name__)
-
-
-def is_row_error(exc: psycopg.Error) -> bool:
-    """True when PostgreSQL rejected a row's data (SQLSTATE 22 data, 23 integrity, 54 limits)."""
-    return load.deadletter_classes(exc)
+#: Checksums rows of a table (``quality.checksum.Checksummer.of``): None when not computable.
+Summer = Callable[[str, pa.Table], int | None]
+Split = Callable[[pa.Table], dict[str, pa.Table]]
 
 
 @dataclass
@@ -71,12 +69,12 @@ def isolate(
     plan: TablePlan,
     physical: Callable[[TablePlan], str],
     pieces: list[tuple[int, pa.Table]],
-    split: Callable[[pa.Table], dict[str, pa.Table]],
+    split: Split,
     encoders: dict[str, Encoder],
-    ledger: load.LedgerRow | None,
+    chunk: ledger.ChunkRecord | None,
     run_id: uuid.UUID | None,
     stream: str,
-    summer: Checksummer | None = None,
+    summer: Summer | None = None,
 ) -> Outcome:
     """Load ``pieces`` (offset, source rows) in one transaction, dead-lettering bad rows;
     ``summer`` checksums the rows that load."""
@@ -90,16 +88,7 @@ def isolate(
         payloads = {t.name: encoders[t.name].encode(parts[t.name]) for t in tables}
         try:
             with conn.transaction(), conn.cursor() as cur:  # a savepoint
-                for t in tables:
-                    if parts[t.name].num_rows == 0:
-                        continue
-                    fmt = encoders[t.name].format
-                    with cur.copy(ddl.copy_from_stdin(t, name=physical(t), format=fmt)) as copy:
-                        if fmt == "binary":
-                            copy.write(binary.SIGNATURE)
-                        copy.write(memoryview(payloads[t.name]))
-                        if fmt == "binary":
-                            copy.write(binary.TRAILER)
+                copy.write_parts(cur, _parts(tables, parts, payloads, encoders, physical))
         except psycopg.Error as exc:
             if not is_row_error(exc):
                 raise
@@ -115,30 +104,34 @@ def isolate(
             outcome.rows[t.name] += parts[t.name].num_rows
             outcome.nbytes[t.name] += payloads[t.name].size
             if summer is not None:
-                piece = summer.of(t.name, parts[t.name])
+                piece = summer(t.name, parts[t.name])
                 total = sums[t.name]
                 sums[t.name] = None if piece is None or total is None else total + piece
 
     # the fault suite's negative control: the ledger row in a transaction of its own
-    separate = ledger is not None and bool(os.environ.get(load.SPLIT_LEDGER_ENV))
+    separate = chunk is not None and ledger.split_ledger()
     try:
         entry = None
         with conn.transaction():
             for offset, rows in pieces:
                 attempt(offset, rows)
             outcome.checksums = {k: v for k, v in sums.items() if v is not None}
-            if ledger is not None:
-                run, stream_name, start, end, _, _, _ = ledger
-                nbytes = sum(outcome.nbytes.values())
-                entry = (run, stream_name, start, end, outcome.rows, nbytes, outcome.checksums)
+            if chunk is not None:
+                entry = dataclasses.replace(
+                    chunk,
+                    rows=outcome.rows,
+                    nbytes=sum(outcome.nbytes.values()),
+                    checksums=outcome.checksums,
+                    dead_letters=outcome.dead,
+                )
                 if not separate:
-                    load.record(conn, entry, outcome.dead)
+                    ledger.record(conn, entry)
         if separate and entry is not None:
-            time.sleep(0.5)  # as in load.copy_chunk: the window the fault tests aim at
+            time.sleep(ledger.SPLIT_LEDGER_GAP_S)  # the window the fault tests aim at
             with conn.transaction():
-                load.record(conn, entry, outcome.dead)
+                ledger.record(conn, entry)
     except psycopg.Error as exc:  # not a row's fault: the connection, the disk, the server
-        raise load.translate(exc, f"isolating rejected rows of {plan.qualified}") from exc
+        raise translate(exc, f"isolating rejected rows of {plan.qualified}") from exc
     log.warning(
         "%d row(s) of %s dead-lettered (see bq2pg.dead_letters)", outcome.dead, plan.qualified
     )
@@ -170,6 +163,21 @@ def _dead_letter(
             _ipc(row),
         ],
     )
+
+
+def _parts(
+    tables: list[TablePlan],
+    parts: dict[str, pa.Table],
+    payloads: dict[str, pa.Buffer],
+    encoders: dict[str, Encoder],
+    physical: Callable[[TablePlan], str],
+) -> list[copy.Part]:
+    """The COPY parts of the tables that have rows."""
+    return [
+        copy.Part(t, physical(t), [payloads[t.name]], encoders[t.name].format)
+        for t in tables
+        if parts[t.name].num_rows
+    ]
 
 
 def _ipc(row: pa.Table) -> bytes:
@@ -205,8 +213,9 @@ def pending(conn: psycopg.Connection, target: str, ids: list[int] | None = None)
 def replay(
     conn: psycopg.Connection,
     plan: TablePlan,
-    split: Callable[[pa.Table], dict[str, pa.Table]],
+    split: Split,
     letters: list[dict],
+    summer: Summer,
 ) -> Replayed:
     """Load dead-lettered rows again into ``plan``'s tables (after the user fixed the target
     or the mapping), each row with its child rows under a savepoint, in one transaction: a
@@ -215,7 +224,6 @@ def replay(
     so that ``bq2pg verify`` counts it."""
     tables = plan.all_tables()
     encoders = {t.name: Encoder(t.columns) for t in tables}
-    summer = Checksummer(tables)
     done = Replayed()
     try:
         with conn.transaction():
@@ -225,22 +233,14 @@ def replay(
                     continue
                 rows = pa.ipc.open_stream(pa.py_buffer(letter["source_row"])).read_all()
                 parts = split(rows)
+                payloads = {t.name: encoders[t.name].encode(parts[t.name]) for t in tables}
                 try:
                     with conn.transaction(), conn.cursor() as cur:
-                        for t in tables:
-                            if parts[t.name].num_rows == 0:
-                                continue
-                            payload = encoders[t.name].encode(parts[t.name])
-                            fmt = encoders[t.name].format  # known after encode()
-                            with cur.copy(ddl.copy_from_stdin(t, format=fmt)) as copy:
-                                if fmt == "binary":
-                                    copy.write(binary.SIGNATURE)
-                                copy.write(memoryview(payload))
-                                if fmt == "binary":
-                                    copy.write(binary.TRAILER)
+                        targets = _parts(tables, parts, payloads, encoders, lambda t: t.name)
+                        copy.write_parts(cur, targets)
                         cur.execute("DELETE FROM bq2pg.dead_letters WHERE id = %s", [letter["id"]])
                         if letter["run_id"] is not None:
-                            load.record(cur, _replay_entry(letter, parts, summer))
+                            ledger.record(cur, _replay_entry(letter, parts, summer))
                 except psycopg.Error as exc:
                     if not is_row_error(exc):
                         raise
@@ -254,26 +254,25 @@ def replay(
                 else:
                     done.loaded.append(letter["id"])
     except psycopg.Error as exc:
-        raise load.translate(exc, f"replaying dead letters into {plan.qualified}") from exc
+        raise translate(exc, f"replaying dead letters into {plan.qualified}") from exc
     finally:
         for e in encoders.values():
             e.close()
-        summer.close()
     return done
 
 
-def _replay_entry(letter: dict, parts: dict[str, pa.Table], summer: Checksummer) -> load.LedgerRow:
+def _replay_entry(letter: dict, parts: dict[str, pa.Table], summer: Summer) -> ledger.ChunkRecord:
     """The ledger row of one replayed source row (its parent and child rows)."""
     offset = letter["row_offset"] or 0
-    sums = {name: summer.of(name, rows) for name, rows in parts.items()}
-    return (
-        letter["run_id"],
-        f"replay:{letter['stream']}",
-        offset,
-        offset + 1,
-        {name: rows.num_rows for name, rows in parts.items()},
-        0,
-        {k: v for k, v in sums.items() if v is not None},
+    sums = {name: summer(name, rows) for name, rows in parts.items()}
+    return ledger.ChunkRecord(
+        run_id=letter["run_id"],
+        stream=f"replay:{letter['stream']}",
+        start=offset,
+        end=offset + 1,
+        rows={name: rows.num_rows for name, rows in parts.items()},
+        nbytes=0,
+        checksums={k: v for k, v in sums.items() if v is not None},
     )
 
 
@@ -287,24 +286,51 @@ def _where(target: str | None, run_id: str | None) -> sql.Composable:
     return sql.SQL("WHERE ") + sql.SQL(" AND ").join(conditions) if conditions else sql.SQL("")
 
 
+@dataclass(frozen=True)
+class DeadLetter:
+    """A dead letter as listed: where the row came from and why PostgreSQL refused it."""
+
+    id: int
+    run_id: uuid.UUID | None
+    target: str
+    stream: str | None
+    row_offset: int | None
+    sqlstate: str | None
+    error: str
+    created_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class DeadLetterDetail(DeadLetter):
+    """A dead letter with its error context (the column) and its raw row (may be personal
+    data: shown only when asked for one letter)."""
+
+    context: str | None = None
+    raw: str = ""
+
+
+#: Dead letters listed at most at once.
+LISTING_LIMIT = 1000
+
+
 def listing(
     conn: psycopg.Connection, *, target: str | None = None, run_id: str | None = None
-) -> list[dict]:
+) -> list[DeadLetter]:
     """Dead letters without their raw rows (which may hold personal data), newest first."""
     query = sql.SQL(
         "SELECT id, run_id, target, stream, row_offset, sqlstate, error, created_at "
-        "FROM bq2pg.dead_letters {} ORDER BY id DESC LIMIT 1000"
-    ).format(_where(target, run_id))
-    with conn.cursor(row_factory=dict_row) as cur:
+        "FROM bq2pg.dead_letters {} ORDER BY id DESC LIMIT {}"
+    ).format(_where(target, run_id), sql.Literal(LISTING_LIMIT))
+    with conn.cursor(row_factory=class_row(DeadLetter)) as cur:
         return list(cur.execute(query).fetchall())
 
 
-def show(conn: psycopg.Connection, letter_id: int) -> dict | None:
+def show(conn: psycopg.Connection, letter_id: int) -> DeadLetterDetail | None:
     """One dead letter with its error context and raw row."""
-    with conn.cursor(row_factory=dict_row) as cur:
+    with conn.cursor(row_factory=class_row(DeadLetterDetail)) as cur:
         return cur.execute(
-            "SELECT id, run_id, stream, row_offset, target, sqlstate, error, context, raw, "
-            "created_at FROM bq2pg.dead_letters WHERE id = %s",
+            "SELECT id, run_id, target, stream, row_offset, sqlstate, error, created_at, "
+            "context, raw FROM bq2pg.dead_letters WHERE id = %s",
             [letter_id],
         ).fetchone()
 

@@ -1,0 +1,94 @@
+"""A job: one read session's worth of work, as ``copy`` and ``patents`` describe it to the engine.
+
+The job says what to read, which tables to write and how to publish. What depends on the
+target's current state (whether the model exists, the watermark, what to drop) is *not*
+decided here: the run decides it after it took the target's lock (``engine.run``), so that two
+runs never act on a state that the other is changing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from bq2pg.bigquery.client import TableRef
+from bq2pg.config.settings import DEFAULT_STREAMS
+from bq2pg.engine import dask as executor_module
+from bq2pg.engine.stream import Split
+from bq2pg.plan.tables import Field, Index, TablePlan
+from bq2pg.postgres.target import Mode
+from bq2pg.state.runs import Kind
+
+#: ``auto``: ``replace`` when the target does not exist yet, else ``merge`` (the patents model).
+JobMode = Mode | Literal["auto"]
+
+
+@dataclass(frozen=True)
+class Incremental:
+    """An incremental run: read rows at or above the target's watermark on ``column`` (less
+    ``lag``); the watermark is read under the run's lock and advanced when it publishes."""
+
+    #: The PostgreSQL name of the column.
+    column: str
+    #: Its source field (type, for the BigQuery literal of the bound).
+    field: Field
+    #: Seconds (or an amount, for numbers) to read again below the watermark.
+    lag: float = 0.0
+
+
+@dataclass(frozen=True)
+class Job:
+    """One read session's worth of work: what to read, the tables to write, how to publish.
+
+    ``copy_table`` builds a job from a ``CopyRequest``; ``patents`` builds its own, with its
+    model's tables and splitter, and the same engine runs both.
+    """
+
+    ref: TableRef
+    database_url: str = field(repr=False)
+    plan: TablePlan
+    #: What kind of job, and the request as asked (stored with the run, versioned).
+    kind: Kind
+    request: dict[str, Any]
+    selected: list[str] | None = None
+    where: str | None = None
+    limit: int | None = None
+    streams: int = DEFAULT_STREAMS
+    mode: JobMode = "replace"
+    #: Drop the targets before loading (``copy --drop``).
+    drop: bool = False
+    #: Tables to drop before loading, after which the run replaces (``patents --drop-tables``).
+    drop_tables: tuple[TablePlan, ...] = ()
+    #: Makes one splitter per stream thread (a splitter may own a DuckDB connection).
+    splitter: Callable[[], Split] | None = None
+    #: Indexes built after publishing, each in its own transaction.
+    indexes: tuple[Index, ...] = ()
+    #: Rows the source holds, for the progress bar (None: ask the read session).
+    total_rows: int | None = None
+    #: Read from the target's watermark on (needs merge and a key).
+    incremental: Incremental | None = None
+    #: Verify content checksums besides row counts (``quality.checksum``).
+    checksum: bool = True
+    #: Where the streams run: ``local`` threads, or ``dask://HOST:PORT`` (``engine.dask``).
+    executor: str = executor_module.LOCAL
+    #: Only resume an interrupted run of this job; fail when there is none (``--resume``).
+    resume_only: bool = False
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a job became once the run held the target's lock: its mode and its filter."""
+
+    mode: Mode
+    where: str | None
+    fingerprint: str
+
+
+def fingerprint(job: Job, mode: Mode, where: str | None) -> str:
+    """What makes two runs the same job (an interrupted one resumes only into the same job)."""
+    tables = [(t.name, [(c.name, c.pg_type) for c in t.columns]) for t in job.plan.all_tables()]
+    blob = [str(job.ref), job.plan.qualified, mode, job.selected, where, job.limit, tables]
+    return hashlib.sha256(json.dumps(blob, default=str).encode()).hexdigest()[:32]
