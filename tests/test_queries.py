@@ -325,16 +325,19 @@ def test_the_doc_has_ten_queries():
     assert len(QUERIES) == 10
 
 
-def test_the_edge_rows_reach_the_null_cases(seeded):
+def test_the_edge_rows_reach_the_null_cases(seeded, expected):
     model = model_of(seeded[1])
     edges = [model.pubs[pn] for pn in EDGES]
     assert all(e["family_id"] is None for e in edges)
-    assert [e["country_code"] for e in edges] == [None, None, "AT", "US", "ZZ", "ZZ"]
-    assert [(e["publication_date"], e["filing_date"]) for e in edges[:2]] == [(None, None)] * 2
+    assert [e["country_code"] for e in edges[:2] + edges[4:]] == [None, None, "ZZ", "ZZ"]
+    assert [e["filing_date"] for e in edges[:2]] == [None, None]  # 0, and 2019-02-31
+    assert edges[0]["publication_date"] is None and edges[1]["grant_date"] is not None
     assert edges[2]["publication_date"] == dt.date(2000, 1, 1)
     assert {(pn, None) for pn in EDGES} <= set(model.assignees)
     assert {(pn, None, "DE") for pn in EDGES} <= set(model.inventors)
     assert set(EDGES) <= {pn for pn, _ in model.cpc} & {pn for pn, _ in model.citations}
+    assert ("ZZ", 2, 547.5) in expected[7].rows  # 365 and 730 days: interpolated
+    assert Counter(expected[2].rows)["cited by", EDGES[1]] == 2  # UNION ALL keeps both
 
 
 @pytest.mark.parametrize("number", range(1, 11))

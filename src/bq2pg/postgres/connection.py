@@ -23,6 +23,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from bq2pg.config.secrets import redact
 from bq2pg.errors import ConfigError, TargetError, TransientTargetError
+from bq2pg.plan import ddl
 from bq2pg.postgres.errors import translate
 
 T = TypeVar("T")
@@ -168,6 +169,6 @@ def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
             "SELECT to_regnamespace(%s) IS NULL", [sql.Identifier(schema).as_string(conn)]
         ).fetchone()
         if row and row[0]:
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+            conn.execute(ddl.create_schema(schema))
     except psycopg.Error as exc:
         raise translate(exc, f"creating the schema {schema}") from exc

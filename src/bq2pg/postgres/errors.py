@@ -41,9 +41,9 @@ REFUSED_AT_CONNECT = (
 HINTS = {
     "53100": "free space on the PostgreSQL server's disk, then run the same command again "
     "(it resumes from its ledger)",
-    "42501": "the role needs that privilege: a DBA can grant it (docs/operations.md lists what "
-    "the loader role needs, e.g. GRANT USAGE ON SCHEMA bq2pg and SELECT, INSERT, UPDATE, "
-    "DELETE ON ALL TABLES IN SCHEMA bq2pg)",
+    "42501": "the role needs that privilege, which a DBA can grant (README, Security: what a "
+    "loader role needs), e.g. GRANT USAGE ON SCHEMA bq2pg and SELECT, INSERT, UPDATE, "
+    "DELETE ON ALL TABLES IN SCHEMA bq2pg",
 }
 
 
