@@ -16,12 +16,12 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
-from bq2pg.arrow import binary
 from bq2pg.arrow.encode import Encoder
 from bq2pg.engine.stream import write_batches
 from bq2pg.plan import ddl
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres import connection as load
+from bq2pg.postgres import copy as pgcopy
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -94,12 +94,12 @@ def encode_file(plan: TablePlan, table: pa.Table, path: Path, *, allow_binary: b
     with open(path, "wb") as fh:
         chunks = [encoder.encode(pa.Table.from_batches([b])) for b in table.to_batches(50_000)]
         if encoder.format == "binary":
-            fh.write(binary.SIGNATURE)
+            fh.write(pgcopy.SIGNATURE)
         for payload in chunks:
             fh.write(memoryview(payload))
             size += payload.size
         if encoder.format == "binary":
-            fh.write(binary.TRAILER)
+            fh.write(pgcopy.TRAILER)
     encoder.close()
     return size
 

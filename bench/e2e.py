@@ -23,7 +23,7 @@ from psycopg import sql
 
 from bench.common import Sample, psql_copy
 from bq2pg.bigquery import client as source
-from bq2pg.bigquery import read
+from bq2pg.bigquery import read, seed
 from bq2pg.bigquery.client import TableRef
 from bq2pg.engine import copy as pipeline
 from bq2pg.local import demo, emulator
@@ -75,14 +75,14 @@ def seeded(rows: int, *, full_text: bool = True) -> Iterator[tuple[source.Source
             demo.seed(src, rows)
         else:
             ref = TableRef.parse(publications.SOURCE_TABLE)
-            source.create_table(src, ref, publications.PUBLICATIONS)
+            seed.create_table(src, ref, publications.PUBLICATIONS)
             for start in range(0, rows, SEED_STEP):
                 part = generate.generate(min(SEED_STEP, rows - start), seed=start // SEED_STEP)
                 for name in publications.FULL_TEXT_COLUMNS:
                     i = part.schema.get_field_index(name)
                     nulls = pa.nulls(part.num_rows, part.schema.field(i).type)
                     part = part.set_column(i, part.schema.field(i), nulls)
-                source.load_arrow(src, ref, part)
+                seed.load_arrow(src, ref, part)
         yield src, Path(work)
 
 

@@ -25,6 +25,7 @@ from bq2pg.patents import pipeline as patents
 from bq2pg.patents import source as publications
 from bq2pg.patents.pipeline import PatentsRequest
 from conftest import EMULATOR_PROJECT, make_table, patents_file
+from model_oracle import date, pick, text
 
 KEY = "publication_number"
 CLAIM = re.compile(r"(?m)^\s*\d+\s*\.\s")
@@ -56,28 +57,6 @@ def sample_rows() -> tuple[str, ...]:
 def rows_for(version: str) -> list[dict]:
     """Fresh copies of the rows of ``version`` (tests may change them)."""
     return [json.loads(line) for line in sample_rows()[VERSIONS[version][1]]]
-
-
-def text(value: str | None) -> str | None:
-    return None if value == "" else value
-
-
-def date(value: int) -> dt.date | None:
-    """A YYYYMMDD integer as a date; 0 and anything not a real 8-digit date -> None."""
-    digits = str(value)
-    if not re.fullmatch(r"[0-9]{8}", digits):
-        return None
-    try:
-        return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-    except ValueError:
-        return None
-
-
-def pick(entries: list[dict]) -> dict | None:
-    """The first English entry with text, else the first entry with text, else None."""
-    with_text = [e for e in entries if e["text"]]
-    english = [e for e in with_text if e["language"] == "en"]
-    return (english or with_text or [None])[0]
 
 
 def distinct_codes(entries: list[dict]) -> list[str]:

@@ -26,11 +26,13 @@ import pyarrow.compute as pc
 import pytest
 from psycopg import sql
 
+import model_oracle as oracle
 from bq2pg.bigquery.client import TableRef
 from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.patents import source as publications
 from bq2pg.patents import synthetic as generate
 from bq2pg.patents.pipeline import PatentsRequest, run
+from model_oracle import date, text
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "queries.md"
 QUERIES = re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.S)
@@ -82,26 +84,9 @@ def seeded_table() -> pa.Table:
 # --- the model, computed from the seeded rows --------------------------------------------------
 
 
-def text(value: str | None) -> str | None:
-    return None if value == "" else value
-
-
-def date(value: int) -> dt.date | None:
-    """A YYYYMMDD integer as a date; 0 and impossible dates -> None."""
-    digits = str(value)
-    if not re.fullmatch(r"[0-9]{8}", digits):
-        return None
-    try:
-        return dt.date(int(digits[:4]), int(digits[4:6]), int(digits[6:]))
-    except ValueError:
-        return None
-
-
 def pick(entries: list[dict]) -> str | None:
     """The text of the first English entry with text, else of the first entry with text."""
-    with_text = [e for e in entries if e["text"]]
-    english = [e for e in with_text if e["language"] == "en"]
-    return (english or with_text or [{"text": None}])[0]["text"]
+    return (oracle.pick(entries) or {"text": None})["text"]
 
 
 @dataclass

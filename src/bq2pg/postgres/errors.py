@@ -12,10 +12,13 @@ import psycopg
 from bq2pg.config.secrets import redact
 from bq2pg.errors import RowRejectedError, TargetError, TransientTargetError
 
-#: SQLSTATE classes worth a retry: connection exceptions, insufficient resources (disk full),
-#: operator intervention (server shutting down or starting). The fault suite's negative
-#: control (faults/diskfull.py) narrows this tuple to prove that the disk-full trials can fail.
-TRANSIENT_SQLSTATE_CLASSES = ("08", "53", "57")
+#: SQLSTATE classes worth a retry: connection exceptions (08), transaction rollback
+#: (serialization failure, deadlock: 40), insufficient resources (disk full: 53), object not in
+#: prerequisite state (lock not available: 55), operator intervention (server shutting down or
+#: starting: 57), system error (I/O: 58). Every other SQLSTATE is terminal. The fault suite's
+#: negative control (faults/diskfull.py) narrows this tuple to prove that the disk-full trials
+#: can fail.
+TRANSIENT_SQLSTATE_CLASSES = ("08", "40", "53", "55", "57", "58")
 #: SQLSTATE classes that name a row's data (22 data exception, 23 integrity constraint
 #: violation, 54 program limit exceeded): the row goes to the dead letters, the rest loads.
 ROW_SQLSTATE_CLASSES = ("22", "23", "54")
@@ -63,8 +66,9 @@ def translate(exc: psycopg.Error, what: str, *, table: str | None = None) -> Tar
     first = str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc)
     message = f"{what}: {redact(first)}" + (f" (SQLSTATE {state})" if state else "")
     fields = {"table": table, "sqlstate": state or None, "hint": HINTS.get(state)}
-    if isinstance(exc, psycopg.OperationalError) and not state.startswith("28"):
-        if not state and any(m in str(exc).lower() for m in REFUSED_AT_CONNECT):
+    if isinstance(exc, psycopg.OperationalError) and not state:
+        # no SQLSTATE: the connection itself failed (lost, reset, refused)
+        if any(m in str(exc).lower() for m in REFUSED_AT_CONNECT):
             return TargetError(message, **fields)
         return TransientTargetError(message, **fields)
     if state[:2] in TRANSIENT_SQLSTATE_CLASSES:
