@@ -299,15 +299,22 @@ def last_error_line(err: bytes | str) -> str:
     return (flush or lines or [""])[-1].strip()
 
 
+def _wait(proc: subprocess.Popen[bytes], timeout: float) -> tuple[bytes, bool]:
+    """The loader's stderr once it ends, and whether it hung (killed after ``timeout`` s)."""
+    try:
+        _, err = proc.communicate(timeout=timeout)
+        return err, False
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        _, err = proc.communicate()
+        return err, True
+
+
 def _rerun(emu, pg_url, table_id, target, **env) -> int:
     """Run the loader once more (it resumes the failed run) and return its exit code: only
     so that the oracle can check that nothing was lost even after a run that the fault ended."""
     proc = loader(emu, pg_url, table_id, target, **env)
-    try:
-        proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.communicate()
+    _wait(proc, 300)
     return proc.returncode
 
 
@@ -348,13 +355,7 @@ def restart_trial(emu, pg_url, table_id, expected, schema, rng) -> Trial:
         time.sleep(rng.uniform(0.0, 0.3))
         mid_load = proc.poll() is None
     restart_postgres(pg_url)
-    hung = False
-    try:
-        _, err = proc.communicate(timeout=300)
-    except subprocess.TimeoutExpired:
-        hung = True
-        proc.kill()
-        _, err = proc.communicate()
+    err, hung = _wait(proc, 300)
     judged = _judge(proc, err, hung, pg_url, target)
     rerun = None if judged["recovered"] else _rerun(emu, pg_url, table_id, target)
     with psycopg.connect(pg_url, autocommit=True) as pg:
@@ -411,7 +412,7 @@ def idle_trial(emu, pg_url, table_id, expected, schema, rng, *, publishing: bool
     target = f"{schema}.pubs"
     started = time.monotonic()
     rows = sum(1 for v in expected.values() if v != PLANTED)
-    faults, hung = 0, False
+    faults = 0
     with psycopg.connect(pg_url, autocommit=True) as pg:
         proc = loader(emu, pg_url, table_id, target)
         end = time.monotonic() + 60
@@ -428,12 +429,7 @@ def idle_trial(emu, pg_url, table_id, expected, schema, rng, *, publishing: bool
                     break
                 faults = terminate_run_connection(pg, target)
                 time.sleep(0.01)
-        try:
-            _, err = proc.communicate(timeout=120)
-        except subprocess.TimeoutExpired:
-            hung = True
-            proc.kill()
-            _, err = proc.communicate()
+        err, hung = _wait(proc, 120)
         judged = _judge(proc, err, hung, pg_url, target)
         rerun = None if judged["recovered"] else _rerun(emu, pg_url, table_id, target)
         result = oracle(pg, schema, expected)
@@ -466,7 +462,7 @@ def network_trial(emu, pg_url, table_id, expected, schema, rng, *, blackhole: bo
     proxy = FaultProxy(_socket_path(pg_url))
     url = _via(proxy.port, pg_url)
     env = {"BQ2PG_WRITE_TIMEOUT_S": "3"}
-    faults, hung = 0, False
+    faults = 0
     try:
         with psycopg.connect(pg_url, autocommit=True) as pg:
             proc = loader(emu, url, table_id, target, **env)
@@ -483,12 +479,7 @@ def network_trial(emu, pg_url, table_id, expected, schema, rng, *, blackhole: bo
                     break
                 time.sleep(rng.uniform(0.0, 0.2))
                 faults += proxy.blackhole_all() > 0 if blackhole else proxy.reset_all() > 0
-            try:
-                _, err = proc.communicate(timeout=90)
-            except subprocess.TimeoutExpired:
-                hung = True
-                proc.kill()
-                _, err = proc.communicate()
+            err, hung = _wait(proc, 90)
             proxy.reset_all()  # the half-open connections go, with the lock they held
             judged = _judge(proc, err, hung, pg_url, target)
             rerun = None if judged["recovered"] else _rerun(emu, url, table_id, target, **env)
