@@ -16,11 +16,11 @@ def test_public_api_is_pinned():
     checks that ``__all__`` is exactly what ``bq2pg`` exposes)."""
     assert sorted(bq2pg.__all__) == sorted(
         [
-            "Bq2pgError", "CircuitOpenError", "ConcurrentRunError", "ConfigError",
-            "CopyRequest", "DeadLetter", "DeadLetterDetail", "EXIT_DEAD_LETTERS",
+            "Bq2pgError", "BudgetExceededError", "CircuitOpenError", "ConcurrentRunError",
+            "ConfigError", "ConfigFileError", "CopyRequest", "DeadLetter", "DeadLetterDetail", "EXIT_DEAD_LETTERS",
             "EmbeddedError", "FilterError", "IdentifierError", "NothingToResumeError",
             "PatentsRequest", "Progress", "Replayed", "RowRejectedError", "RunInfo",
-            "RunProgress", "RunResult", "SessionExpiredError", "Source", "SourceError",
+            "RunProgress", "RunResult", "SecretError", "SessionExpiredError", "Source", "SourceError",
             "TableCheck", "TableRef", "TableResult", "TargetError", "TargetMismatchError",
             "Transient", "TransientSourceError", "TransientTargetError", "TypeMappingError",
             "VerificationError", "__version__", "copy_table", "list_dead_letters",

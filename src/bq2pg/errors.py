@@ -8,7 +8,10 @@
     │   ├── TypeMappingError          a BigQuery type with no lossless mapping
     │   ├── IdentifierError           names colliding after normalisation
     │   ├── TargetMismatchError       an existing target that does not fit the source
-    │   └── NothingToResumeError      --resume, and no interrupted run of the job
+    │   ├── NothingToResumeError      --resume, and no interrupted run of the job
+    │   ├── ConfigFileError           bq2pg.yaml is invalid (file, line, key)
+    │   ├── BudgetExceededError       the plan's estimate exceeds --max-bytes/--max-usd  exit 9
+    │   └── SecretError               a ${env:/file:/gcp:/aws:} reference failed  exit 10
     ├── SourceError                   BigQuery refused or failed                   exit 3
     │   ├── TransientSourceError  [T] 429, 5xx, UNAVAILABLE, reset streams
     │   └── SessionExpiredError   [T] the read session expired: reopen at the snapshot
@@ -46,12 +49,15 @@ __all__ = [
     "Bq2pgError",
     "CircuitOpenError",
     "ConcurrentRunError",
+    "BudgetExceededError",
     "ConfigError",
+    "ConfigFileError",
     "EmbeddedError",
     "FilterError",
     "IdentifierError",
     "NothingToResumeError",
     "RowRejectedError",
+    "SecretError",
     "SessionExpiredError",
     "SourceError",
     "TargetError",
@@ -154,6 +160,26 @@ class TargetMismatchError(ConfigError):
 
 class NothingToResumeError(ConfigError):
     """``--resume`` was asked for, and the job has no interrupted run to resume."""
+
+
+class ConfigFileError(ConfigError):
+    """The configuration file is invalid: the message names the file, the line and the key
+    (``bq2pg.config.file``); nothing runs."""
+
+
+class BudgetExceededError(ConfigError):
+    """The run's estimate (bytes to read, or their cost) exceeds ``--max-bytes`` /
+    ``budget.max_bytes`` / ``budget.max_usd``; refused before any read session is opened."""
+
+    exit_code = 9
+
+
+class SecretError(ConfigError):
+    """A secret reference could not be resolved: the secret is missing, access was denied,
+    or its backend is unreachable or not installed. The message names the reference, never a
+    value."""
+
+    exit_code = 10
 
 
 class SourceError(Bq2pgError):
