@@ -47,9 +47,9 @@ from typing import Any
 __all__ = [
     "EXIT_DEAD_LETTERS",
     "Bq2pgError",
+    "BudgetExceededError",
     "CircuitOpenError",
     "ConcurrentRunError",
-    "BudgetExceededError",
     "ConfigError",
     "ConfigFileError",
     "EmbeddedError",

@@ -111,12 +111,18 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
         SourceError: BigQuery refused or failed.
         TargetError: PostgreSQL refused or failed.
     """
+    return run_job(source, build_job(source, request), progress)
+
+
+def build_job(source: Source, request: CopyRequest) -> Job:
+    """The job ``copy_table`` runs: reads the source schema, loads nothing (``bq2pg plan``
+    estimates it, the run runs it)."""
     if request.limit is not None and request.limit < 0:
         raise ConfigError("--limit must be 0 or more")
     executor.check(request.executor)
     table_plan, selected, num_rows = plan(source, request)
     where = request.where.strip() if request.where else None
-    job = Job(
+    return Job(
         ref=TableRef.parse(request.source),
         database_url=request.database_url,
         plan=table_plan,
@@ -134,7 +140,6 @@ def copy_table(source: Source, request: CopyRequest, progress: Progress | None =
         executor=request.executor,
         resume_only=request.resume,
     )
-    return run_job(source, job, progress)
 
 
 def _incremental(request: CopyRequest, table_plan: TablePlan) -> Incremental | None:

@@ -76,6 +76,8 @@ class Job:
     executor: str = executor_module.LOCAL
     #: Only resume an interrupted run of this job; fail when there is none (``--resume``).
     resume_only: bool = False
+    #: The plan's estimates (``engine.estimate``), recorded with the run beside its actuals.
+    estimate: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

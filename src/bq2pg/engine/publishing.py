@@ -10,6 +10,7 @@ is never applied twice.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import uuid
 from dataclasses import dataclass
@@ -17,9 +18,10 @@ from functools import partial
 
 from bq2pg.config.settings import tuning
 from bq2pg.engine.job import Job
+from bq2pg.errors import Bq2pgError
 from bq2pg.observe.progress import Progress
 from bq2pg.plan import ddl
-from bq2pg.postgres import postload
+from bq2pg.postgres import postload, target
 from bq2pg.postgres import publish as tables
 from bq2pg.postgres.connection import Connection
 from bq2pg.postgres.lock import LockedConnection
@@ -108,6 +110,12 @@ def publish(
 
     duplicates = conn.call(f"publishing {plan.qualified}", transaction, deadline)
     _after(job, progress, deadline)
+    with contextlib.suppress(Bq2pgError):  # a statistic: it must not fail a published run
+        conn.call(
+            "recording the size of the tables",
+            lambda c: runs.record_pg_bytes(c, run_id, target.size(c, plan)),
+            60.0,
+        )
     return Published(duplicates, [c.table for c in checks if c.checksummed])
 
 

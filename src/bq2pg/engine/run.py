@@ -163,6 +163,7 @@ def _start(job: Job, resolved: Resolved, conn: Connection) -> uuid.UUID:
         mode=resolved.mode,
         arguments=runs.pack_arguments(job.kind, job.request),
         fingerprint=resolved.fingerprint,
+        plan=job.estimate,
     )
     if job.checksum:
         runs.record_checksums(conn, run_id, checksum_columns(job.plan), checksum.FORM)

@@ -137,6 +137,11 @@ INDEXES = (
 
 def run(source: Source, request: PatentsRequest, progress: Progress | None = None) -> RunResult:
     """Load the patents model from ``request.source`` into ``request.database_url``."""
+    return run_built(source, request, build_job(source, request), progress)
+
+
+def build_job(source: Source, request: PatentsRequest) -> Job:
+    """The job that loads the publications (reads the source schema, loads nothing)."""
     ref = TableRef.parse(request.source)
     where = row_restriction(request)
     limit = TEST_ROWS if request.test else request.limit
@@ -157,7 +162,7 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
         and (request.full_text or f.name not in publications.FULL_TEXT_COLUMNS)
     ]
     plan = model.model(request.schema, full_text=request.full_text)
-    job = Job(
+    return Job(
         ref=ref,
         database_url=request.database_url,
         plan=plan,
@@ -182,6 +187,12 @@ def run(source: Source, request: PatentsRequest, progress: Progress | None = Non
         executor=request.executor,
         resume_only=request.resume,
     )
+
+
+def run_built(
+    source: Source, request: PatentsRequest, job: Job, progress: Progress | None = None
+) -> RunResult:
+    """Run the publications ``job`` built from ``request`` (then the CPC scheme, if asked)."""
     result = run_job(source, job, progress)
     if request.with_cpc_definitions:
         cpc = copy_table(

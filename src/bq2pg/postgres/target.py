@@ -189,3 +189,14 @@ def truncate_side_tables(conn: psycopg.Connection, plan: TablePlan, mode: Mode) 
     """Empty the side tables of a run of ``mode`` (in the caller's transaction)."""
     for t in plan.all_tables():
         conn.execute(sql.SQL("TRUNCATE {}").format(ddl.ident(t.schema, physical(mode, t))))
+
+
+def size(conn: psycopg.Connection, plan: TablePlan) -> int:
+    """Bytes the target tables of ``plan`` take in PostgreSQL (with indexes and TOAST)."""
+    names = [ddl.ident(t.schema, t.name).as_string(conn) for t in plan.all_tables()]
+    row = conn.execute(
+        "SELECT coalesce(sum(pg_total_relation_size(to_regclass(n))), 0) FROM unnest(%s::text[]) "
+        "AS n",
+        [names],
+    ).fetchone()
+    return int(row[0]) if row else 0

@@ -76,6 +76,11 @@ class RunInfo:
     dead_letters: int
     chunks: int
     error: str | None
+    #: The run's plan (``bq2pg plan``'s estimates) when it recorded one.
+    plan: dict[str, Any] | None = None
+    #: Bytes sent by COPY, and the size of the target tables in PostgreSQL after publishing.
+    bytes: int | None = None
+    pg_bytes: int | None = None
 
 
 def start(
@@ -86,15 +91,51 @@ def start(
     mode: str,
     arguments: dict[str, Any],
     fingerprint: str,
+    plan: dict[str, Any] | None = None,
 ) -> uuid.UUID:
-    """Record a new run as ``running`` and return its id."""
+    """Record a new run as ``running`` (with its plan's estimates) and return its id."""
     run_id = uuid.uuid4()
     conn.execute(
         "INSERT INTO bq2pg.runs (run_id, source, target, mode, arguments, status, started_at,"
-        " fingerprint) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s)",
-        [run_id, source, target, mode, Jsonb(arguments), dt.datetime.now(dt.UTC), fingerprint],
-    )
+        " fingerprint, plan) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, %s)",
+        [run_id, source, target, mode, Jsonb(arguments), dt.datetime.now(dt.UTC), fingerprint,
+         Jsonb(plan) if plan is not None else None],
+    )  # fmt: skip
     return run_id
+
+
+def record_pg_bytes(conn: psycopg.Connection, run_id: uuid.UUID, pg_bytes: int) -> None:
+    """Record the size of the run's target tables in PostgreSQL after it published."""
+    conn.execute("UPDATE bq2pg.runs SET pg_bytes = %s WHERE run_id = %s", [pg_bytes, run_id])
+
+
+@dataclass(frozen=True)
+class History:
+    """What ``target``'s earlier succeeded runs say about the next one (for estimates)."""
+
+    runs: int
+    rows: int
+    seconds: float
+    #: Rows and PostgreSQL bytes of the latest run that recorded its size (bytes per row).
+    sized_rows: int
+    sized_bytes: int
+
+
+def history(conn: psycopg.Connection, target: str, last: int = 5) -> History:
+    """Totals of ``target``'s ``last`` succeeded runs that read rows."""
+    row = conn.execute(
+        "WITH r AS (SELECT started_at, rows_read, extract(epoch FROM finished_at - started_at) "
+        "AS s, pg_bytes FROM bq2pg.runs "
+        "WHERE target = %s AND status = 'succeeded' AND rows_read > 0 "
+        "ORDER BY started_at DESC LIMIT %s) "
+        "SELECT count(*), coalesce(sum(rows_read), 0), coalesce(sum(s), 0), "
+        "(SELECT rows_read FROM r WHERE pg_bytes IS NOT NULL ORDER BY started_at DESC LIMIT 1), "
+        "(SELECT pg_bytes FROM r WHERE pg_bytes IS NOT NULL ORDER BY started_at DESC LIMIT 1) "
+        "FROM r",
+        [target, last],
+    ).fetchone()
+    assert row is not None
+    return History(int(row[0]), int(row[1]), float(row[2]), int(row[3] or 0), int(row[4] or 0))
 
 
 def record_session(
@@ -204,7 +245,8 @@ def listing(
     query = sql.SQL(
         "SELECT r.run_id, r.target, r.mode, r.status, r.started_at, r.finished_at, r.rows_read, "
         "r.rows_loaded, coalesce(sum(c.dead_letters), 0)::bigint AS dead_letters, "
-        "count(c.*) AS chunks, r.error FROM bq2pg.runs r LEFT JOIN bq2pg.chunks c "
+        "count(c.*) AS chunks, r.error, r.plan, r.bytes, r.pg_bytes "
+        "FROM bq2pg.runs r LEFT JOIN bq2pg.chunks c "
         "USING (run_id) {} GROUP BY r.run_id ORDER BY r.started_at DESC LIMIT {}"
     ).format(where, sql.Literal(limit))
     with conn.cursor(row_factory=class_row(RunInfo)) as cur:

@@ -32,7 +32,9 @@ CREATE TABLE IF NOT EXISTS bq2pg.runs (
     fingerprint  text,
     session      text,
     streams      jsonb,
-    arrow_schema bytea
+    arrow_schema bytea,
+    plan         jsonb,
+    pg_bytes     bigint
 );
 CREATE INDEX IF NOT EXISTS runs_target_idx ON bq2pg.runs (target, status);
 CREATE TABLE IF NOT EXISTS bq2pg.chunks (
@@ -79,6 +81,8 @@ _UPGRADES = [
     ("runs", "snapshot_time", "timestamptz"),
     ("runs", "checksum_columns", "jsonb"),
     ("runs", "checksum_form", "smallint"),
+    ("runs", "plan", "jsonb"),
+    ("runs", "pg_bytes", "bigint"),
     ("chunks", "bytes", "bigint NOT NULL DEFAULT 0"),
     ("chunks", "dead_letters", "integer NOT NULL DEFAULT 0"),
     ("chunks", "checksums", "jsonb"),
