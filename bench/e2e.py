@@ -70,6 +70,7 @@ def seeded(rows: int, *, full_text: bool = True) -> Iterator[tuple[source.Source
             project="patents-public-data",
             rest_endpoint=emu.rest_url,
             storage_endpoint=emu.grpc_endpoint,
+            emulator=True,
         )
         if full_text:
             demo.seed(src, rows)

@@ -57,7 +57,10 @@ def main() -> None:
     try:
         with emulator.start(project="bq2pg-test", log_path=home / "emulator.log") as emu:
             src = Source(
-                project="bq2pg-test", rest_endpoint=emu.rest_url, storage_endpoint=emu.grpc_endpoint
+                project="bq2pg-test",
+                rest_endpoint=emu.rest_url,
+                storage_endpoint=emu.grpc_endpoint,
+                emulator=True,
             )
             table_id = "bq2pg-test.faults.publications"
             create_table(src, TableRef.parse(table_id), publications.PUBLICATIONS)

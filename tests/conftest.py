@@ -65,7 +65,10 @@ def emu(tmp_path_factory: pytest.TempPathFactory) -> Iterator[emulator.Emulator]
 def source(emu: emulator.Emulator) -> Source:
     """bq2pg's Source, talking to the emulator through the official clients."""
     return Source(
-        project=EMULATOR_PROJECT, rest_endpoint=emu.rest_url, storage_endpoint=emu.grpc_endpoint
+        project=EMULATOR_PROJECT,
+        rest_endpoint=emu.rest_url,
+        storage_endpoint=emu.grpc_endpoint,
+        emulator=True,
     )
 
 
@@ -131,4 +134,5 @@ def emulator_env(emu) -> dict[str, str]:
         "BQ2PG_BIGQUERY_ENDPOINT": emu.rest_url,
         "BQ2PG_BIGQUERY_STORAGE_ENDPOINT": emu.grpc_endpoint,
         "BQ2PG_PROJECT": "bq2pg-test",
+        "BQ2PG_EMULATOR": "true",
     }

@@ -5,8 +5,12 @@ them, ``read`` reads through the Storage Read API, ``errors`` translates their e
 ``seed`` writes tables (only to seed the emulator).
 
 Endpoints: production BigQuery by default (Application Default Credentials or
-``GOOGLE_APPLICATION_CREDENTIALS``); an emulator when ``rest_endpoint`` /
-``storage_endpoint`` are given (anonymous credentials, plain gRPC).
+``GOOGLE_APPLICATION_CREDENTIALS``). ``rest_endpoint`` / ``storage_endpoint`` choose other
+endpoints, which are real BigQuery unless said otherwise: a regional or Private Service Connect
+endpoint honours read offsets and bills every row read again. ``emulator=True`` (or an
+emulator found answering at a plain-HTTP REST endpoint) marks a server that ignores read
+offsets. Loopback and ``http://`` endpoints, and emulators, are reached without TLS and with
+anonymous credentials.
 """
 
 from __future__ import annotations
@@ -81,6 +85,39 @@ def to_field(schema_field: object) -> Field:
     )
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
+
+
+def _host_port(endpoint: str) -> str:
+    """``host:port`` of a gRPC endpoint written with or without a scheme."""
+    return endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
+
+
+def _is_plain(endpoint: str) -> bool:
+    """Reached without TLS: an ``http://`` URL or a loopback host."""
+    if endpoint.startswith("http://"):
+        return True
+    host = _host_port(endpoint).rsplit(":", 1)[0] if ":" in _host_port(endpoint) else endpoint
+    return host in _LOOPBACK
+
+
+def is_emulator(rest_endpoint: str, timeout_s: float = 3.0) -> bool:
+    """Whether the plain-HTTP ``rest_endpoint`` is the bqemulator (its ``/healthz`` answers
+    ``{"status": "ok", "version": ...}``; BigQuery's endpoints have no such page). HTTPS
+    endpoints are real BigQuery and are not asked."""
+    if not rest_endpoint.startswith("http://"):
+        return False
+    import json
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(rest_endpoint.rstrip("/") + "/healthz", timeout=timeout_s) as r:
+            body = json.loads(r.read(4096) or b"null")
+    except (OSError, ValueError):
+        return False
+    return isinstance(body, dict) and body.get("status") == "ok" and "version" in body
+
+
 def check_key_file(path: str | None) -> None:
     """Refuse a service-account key file that others can read (it must be mode 0600 or 0400).
 
@@ -102,7 +139,17 @@ def check_key_file(path: str | None) -> None:
 
 
 class Source:
-    """Clients for one BigQuery endpoint (production or an emulator)."""
+    """Clients for one BigQuery endpoint (production, another endpoint, or an emulator).
+
+    Args:
+        project: the billing project (the read sessions' parent).
+        rest_endpoint: the BigQuery REST endpoint, e.g. ``https://bigquery.europe-west3.rep.
+            googleapis.com`` or an emulator's ``http://127.0.0.1:9050``.
+        storage_endpoint: the Storage Read API gRPC endpoint (``host:port``).
+        emulator: the server is an emulator that ignores read offsets (a broken stream is then
+            reopened at row 0 and the rows already received are dropped); ``None``: ask the
+            plain-HTTP REST endpoint whether it is the bqemulator (``/healthz``).
+    """
 
     def __init__(
         self,
@@ -110,6 +157,7 @@ class Source:
         project: str | None = None,
         rest_endpoint: str | None = None,
         storage_endpoint: str | None = None,
+        emulator: bool | None = None,
     ) -> None:
         from google.api_core.client_options import ClientOptions
         from google.cloud import bigquery
@@ -120,11 +168,15 @@ class Source:
         # read_stream owns the one resume policy (RELIABILITY.md F5).
         from google.cloud.bigquery_storage_v1.services.big_query_read import BigQueryReadClient
 
-        self.emulated = bool(rest_endpoint or storage_endpoint)
+        if emulator is None:
+            emulator = bool(rest_endpoint) and is_emulator(rest_endpoint or "")
+        #: The server ignores read offsets (``read_stream`` reads from row 0 and skips).
+        self.emulated = emulator
+        plain = emulator or any(_is_plain(e) for e in (rest_endpoint, storage_endpoint) if e)
         #: What it takes to make this Source again in another process (``executor``).
         self.endpoints = (project, rest_endpoint, storage_endpoint)
         try:
-            if self.emulated:
+            if plain:
                 import grpc
                 from google.auth.credentials import AnonymousCredentials
                 from google.cloud.bigquery_storage_v1.services.big_query_read.transports import (
@@ -133,7 +185,7 @@ class Source:
 
                 if not (rest_endpoint and storage_endpoint):
                     raise ConfigError(
-                        "an emulator needs both --bigquery-endpoint (REST) and "
+                        "a local or emulated BigQuery needs both --bigquery-endpoint (REST) and "
                         "--bigquery-storage-endpoint (gRPC host:port)"
                     )
                 credentials = AnonymousCredentials()
@@ -143,7 +195,7 @@ class Source:
                     client_options=ClientOptions(api_endpoint=rest_endpoint),
                 )
                 channel = grpc.insecure_channel(
-                    storage_endpoint.removeprefix("http://"),
+                    _host_port(storage_endpoint),
                     options=[
                         ("grpc.max_receive_message_length", -1),
                         ("grpc.max_send_message_length", -1),
@@ -152,8 +204,19 @@ class Source:
                 self.read = BigQueryReadClient(transport=BigQueryReadGrpcTransport(channel=channel))
             else:
                 check_key_file(os.environ.get("GOOGLE_APPLICATION_CREDENTIALS"))
-                self.bq = bigquery.Client(project=project)
-                self.read = BigQueryReadClient()
+                self.bq = bigquery.Client(
+                    project=project,
+                    client_options=ClientOptions(api_endpoint=rest_endpoint)
+                    if rest_endpoint
+                    else None,
+                )
+                self.read = BigQueryReadClient(
+                    client_options=(
+                        ClientOptions(api_endpoint=_host_port(storage_endpoint))
+                        if storage_endpoint
+                        else None
+                    )
+                )
         except ConfigError:
             raise
         except Exception as exc:  # google.auth.exceptions.DefaultCredentialsError and friends

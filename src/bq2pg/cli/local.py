@@ -106,12 +106,19 @@ def emulator_start(
                 project="patents-public-data",
                 rest_endpoint=emu.rest_url,
                 storage_endpoint=emu.grpc_endpoint,
+                emulator=True,
             )
             seconds = demo_module.seed(src, seed_rows)
             err.print(f"Seeded {seed_rows:,} patents rows in {seconds:.1f} s.")
         out.print(f"BigQuery emulator running (log: {log_path}). Use it with:")
         out.print(f"  export BQ2PG_BIGQUERY_ENDPOINT={emu.rest_url}")
         out.print(f"  export BQ2PG_BIGQUERY_STORAGE_ENDPOINT={emu.grpc_endpoint}")
+        out.print("  export BQ2PG_EMULATOR=true")
+        out.print("or in bq2pg.yaml:")
+        out.print("  sources:\n    default:")
+        out.print(f"      bigquery_endpoint: {emu.rest_url}")
+        out.print(f"      bigquery_storage_endpoint: {emu.grpc_endpoint}")
+        out.print("      emulator: true")
         out.print("Press Ctrl-C to stop.")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while emu.process.poll() is None:

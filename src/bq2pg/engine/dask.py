@@ -73,8 +73,9 @@ class StreamDone:
 def run_task(task: StreamTask) -> StreamDone:
     """Read one stream from the first row its ledger does not hold, and load it (on a worker)."""
     project, rest, storage = task.endpoints
-    source = Source(project=project, rest_endpoint=rest, storage_endpoint=storage)
-    source.emulated = task.emulated
+    source = Source(
+        project=project, rest_endpoint=rest, storage_endpoint=storage, emulator=task.emulated
+    )
     with pg_session(task.database_url, "reading the ledger") as conn:
         offsets = ledger.committed(conn, task.run_id).offsets
     done = StreamDone(task.stream)

@@ -74,6 +74,7 @@ def run(
             project="patents-public-data",
             rest_endpoint=emu.rest_url,
             storage_endpoint=emu.grpc_endpoint,
+            emulator=True,
         )
         seed_seconds = seed(src, rows)
         request = patents.PatentsRequest(
