@@ -94,11 +94,16 @@ def _host_port(endpoint: str) -> str:
 
 
 def _is_plain(endpoint: str) -> bool:
-    """Reached without TLS: an ``http://`` URL or a loopback host."""
+    """Reached without TLS: an ``http://`` URL, or a loopback host written without
+    ``https://`` (a local TLS tunnel to BigQuery keeps TLS and real credentials)."""
     if endpoint.startswith("http://"):
         return True
-    host = _host_port(endpoint).rsplit(":", 1)[0] if ":" in _host_port(endpoint) else endpoint
-    return host in _LOOPBACK
+    if endpoint.startswith("https://"):
+        return False
+    hostport = _host_port(endpoint)
+    if hostport in _LOOPBACK:
+        return True
+    return hostport.rsplit(":", 1)[0] in _LOOPBACK
 
 
 def is_emulator(rest_endpoint: str, timeout_s: float = 3.0) -> bool:

@@ -16,8 +16,9 @@ import typer
 from rich.text import Text
 
 from bq2pg import __version__
-from bq2pg.cli import export, load, local
+from bq2pg.cli import configured, export, jobs, load, local
 from bq2pg.cli import state as cli_state
+from bq2pg.cli.configured import ConfigOpt, EnvOpt
 from bq2pg.cli.shared import (
     err,
     out,
@@ -34,6 +35,8 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 app.registered_commands += load.app.registered_commands
+app.registered_commands += jobs.app.registered_commands
+app.add_typer(jobs.config_app, name="config")
 app.registered_commands += local.app.registered_commands
 app.add_typer(local.emulator_app, name="emulator")
 app.add_typer(local.postgres_app, name="postgres")
@@ -55,7 +58,10 @@ def _root(
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
 ) -> None:
+    configured.chosen.config, configured.chosen.env = config, env
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
 

@@ -15,8 +15,8 @@ from rich.progress import (
 )
 from rich.text import Text
 
+from bq2pg.cli import configured
 from bq2pg.cli.shared import (
-    database_url,
     err,
     out,
 )
@@ -49,7 +49,7 @@ def export_features(
     with bar:
         task = bar.add_task("export", total=None)
         rows = features.export(
-            database_url(database),
+            configured.adhoc_database_url(database),
             to,
             schema=schema_name,
             where=where,

@@ -3,90 +3,53 @@ load would create."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Annotated
 
 import typer
 from rich.table import Table
 
+from bq2pg.cli import configured
+from bq2pg.cli.configured import ConfigOpt, EnvOpt
+from bq2pg.cli.execute import execute
 from bq2pg.cli.shared import (
     ChecksumOpt,
     ColumnsOpt,
+    DryRunOpt,
+    EmulatorOpt,
     EndpointOpt,
     ExecutorOpt,
     KeyOpt,
+    MaxBytesOpt,
+    MaxUsdOpt,
     NestedOpt,
     ProjectOpt,
     ResumeOpt,
-    RichProgress,
     StorageEndpointOpt,
     TableOpt,
-    database_url,
-    err,
-    make_source,
     nested_choice,
     out,
     split_list,
 )
-from bq2pg.config.settings import Settings
 from bq2pg.engine import copy as pipeline
-from bq2pg.engine.result import RunResult
-from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
+from bq2pg.errors import ConfigError
 from bq2pg.plan import ddl, typemap
 
 app = typer.Typer(rich_markup_mode=None)
 
 
-def _run(label: str, job: Callable[[RichProgress], RunResult]) -> None:
-    """Run ``job`` with a progress bar on stderr, then print its summary."""
-    progress = RichProgress(label)
-    try:
-        result = job(progress)
-    finally:
-        progress.stop()
-    summary(result)
-    if result.dead_letters:
-        raise typer.Exit(EXIT_DEAD_LETTERS)
-
-
-def summary(result: RunResult) -> None:
-    """Print a run's summary: rows, bytes and rates per table, verification, dead letters."""
-    table = Table(title=f"{result.source} → {result.target} ({result.mode})", title_justify="left")
-    for name in ("table", "rows", "MB", "seconds", "rows/s"):
-        table.add_column(name, justify="left" if name == "table" else "right")
-    for t in result.tables:
-        table.add_row(
-            t.name, f"{t.rows:,}", f"{t.bytes / 1e6:,.1f}", f"{t.seconds:,.2f}",
-            f"{t.rows_per_second:,.0f}",
-        )  # fmt: skip
-    out.print(table)
-    out.print(
-        f"{result.rows_read:,} rows read in {result.seconds:,.2f} s "
-        f"({result.rows_per_second:,.0f} rows/s end to end; load {result.load_seconds:,.2f} s, "
-        f"publish {result.publish_seconds:,.2f} s; {result.bytes / 1e6:,.1f} MB via COPY, "
-        f"{result.streams} stream{'s' if result.streams != 1 else ''}); run {result.run_id}"
-    )
-    counted = len(result.tables) - len(result.checksummed)
-    out.print(
-        f"verified against the ledger: row counts of {len(result.tables)} table(s)"
-        + (f", content checksums of {len(result.checksummed)}" if result.checksummed else "")
-        + (f" ({counted} without checksummable columns)" if result.checksummed and counted else "")
-    )
-    if result.duplicates_collapsed:
-        out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
-    if result.dead_letters:
-        err.print(
-            f"[yellow]{result.dead_letters:,} row(s) rejected by PostgreSQL are in "
-            f"bq2pg.dead_letters (run {result.run_id}); the other rows loaded"
-        )
-
-
 @app.command()
 def copy(
-    source: Annotated[str, typer.Argument(help="PROJECT.DATASET.TABLE to copy.")],
+    ctx: typer.Context,
+    source: Annotated[
+        str | None, typer.Argument(help="PROJECT.DATASET.TABLE to copy.", show_default=False)
+    ] = None,
     to: Annotated[
         str | None,
-        typer.Option("--to", help="Target PostgreSQL URL [env: BQ2PG_DATABASE_URL]."),
+        typer.Option(
+            "--to",
+            help="Target PostgreSQL URL, or the name of a target in bq2pg.yaml "
+            "[env: BQ2PG_DATABASE_URL; default: libpq's PGHOST/PGDATABASE/PGSERVICE].",
+        ),
     ] = None,
     table: TableOpt = None,
     columns: ColumnsOpt = None,
@@ -111,40 +74,34 @@ def copy(
     checksum: ChecksumOpt = True,
     executor: ExecutorOpt = "local",
     resume: ResumeOpt = False,
+    dry_run: DryRunOpt = False,
+    max_bytes: MaxBytesOpt = None,
+    max_usd: MaxUsdOpt = None,
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
+    emulator: EmulatorOpt = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
 ) -> None:
-    """Copy a BigQuery table into PostgreSQL."""
+    """Copy a BigQuery table into PostgreSQL (options also from bq2pg.yaml's defaults)."""
     if mode not in ("replace", "append", "merge"):
         raise ConfigError(f"--mode must be replace, append or merge, not {mode!r}")
-    request = pipeline.CopyRequest(
-        source=source,
-        database_url=database_url(to),
-        table=table,
-        columns=split_list(columns),
-        where=where,
-        limit=limit,
-        streams=streams or Settings().streams,
-        mode=mode,  # type: ignore[arg-type]
-        key=split_list(key),
-        nested=nested_choice(nested),
-        drop=drop,
-        incremental=incremental,
-        lag=lag,
-        checksum=checksum,
-        executor=executor,
-        resume=resume,
-    )
-    src = make_source(project, bigquery_endpoint, bigquery_storage_endpoint)
-    _run(f"copy {source}", lambda progress: pipeline.copy_table(src, request, progress))
+    nested_choice(nested)
+    cfg = configured.configuration(config, env)
+    execute(cfg.adhoc("copy", configured.given(ctx, {"to": "target"})), cfg)
 
 
 @app.command()
 def patents(
+    ctx: typer.Context,
     to: Annotated[
         str | None,
-        typer.Option("--to", help="Target PostgreSQL URL [env: BQ2PG_DATABASE_URL]."),
+        typer.Option(
+            "--to",
+            help="Target PostgreSQL URL, or the name of a target in bq2pg.yaml "
+            "[env: BQ2PG_DATABASE_URL; default: libpq's PGHOST/PGDATABASE/PGSERVICE].",
+        ),
     ] = None,
     source: Annotated[
         str, typer.Option(help="The publications table (or a dated snapshot of it).")
@@ -157,7 +114,9 @@ def patents(
         int | None, typer.Option(help="Published within the last N days.", min=0)
     ] = None,
     country: Annotated[str | None, typer.Option(help="Country codes, e.g. US,DE.")] = None,
-    kind: Annotated[str | None, typer.Option(help="Kind codes, e.g. B1,B2.")] = None,
+    kind_codes: Annotated[
+        str | None, typer.Option("--kind-codes", "--kind", help="Kind codes, e.g. B1,B2.")
+    ] = None,
     full_text: Annotated[
         bool, typer.Option("--full-text", help="Also load claims and descriptions.")
     ] = False,
@@ -177,34 +136,20 @@ def patents(
     checksum: ChecksumOpt = True,
     executor: ExecutorOpt = "local",
     resume: ResumeOpt = False,
+    dry_run: DryRunOpt = False,
+    max_bytes: MaxBytesOpt = None,
+    max_usd: MaxUsdOpt = None,
     project: ProjectOpt = None,
     bigquery_endpoint: EndpointOpt = None,
     bigquery_storage_endpoint: StorageEndpointOpt = None,
+    emulator: EmulatorOpt = None,
+    config: ConfigOpt = None,
+    env: EnvOpt = None,
 ) -> None:
     """Load Google Patents publications into an indexed relational model."""
-    from bq2pg.patents import pipeline as patents_module
-
-    request = patents_module.PatentsRequest(
-        database_url=database_url(to),
-        source=source,
-        schema=schema_name,
-        test=test,
-        limit=limit,
-        year=year,
-        recent_days=recent_days,
-        country=split_list(country),
-        kind=split_list(kind),
-        full_text=full_text,
-        drop_tables=drop_tables,
-        with_cpc_definitions=with_cpc_definitions,
-        cpc_source=cpc_source,
-        streams=streams or Settings().streams,
-        checksum=checksum,
-        executor=executor,
-        resume=resume,
-    )
-    src = make_source(project, bigquery_endpoint, bigquery_storage_endpoint)
-    _run(f"patents {source}", lambda progress: patents_module.run(src, request, progress))
+    cfg = configured.configuration(config, env)
+    flags = configured.given(ctx, {"to": "target", "schema_name": "schema"})
+    execute(cfg.adhoc("patents", flags), cfg)
 
 
 @app.command()
@@ -227,7 +172,7 @@ def schema(
         key=split_list(key),
         nested=nested_choice(nested),
     )
-    src = make_source(project, bigquery_endpoint, bigquery_storage_endpoint)
+    src = configured.adhoc_source(project, bigquery_endpoint, bigquery_storage_endpoint)
     plan, _, _ = pipeline.plan(src, request)
     out.print(ddl.render(plan), markup=False, highlight=False, soft_wrap=True)
 

@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 
 from bq2pg.bigquery.client import Source
-from bq2pg.cli.load import summary
+from bq2pg.cli.execute import summary
 from bq2pg.cli.shared import (
     RichProgress,
     err,

@@ -22,8 +22,6 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from bq2pg.bigquery.client import Source
-from bq2pg.config.settings import Settings
 from bq2pg.errors import ConfigError
 from bq2pg.plan.tables import Nested
 
@@ -87,24 +85,6 @@ def nested_choice(value: str) -> Nested:
     if value not in ("jsonb", "tables"):
         raise ConfigError(f"--nested must be jsonb or tables, not {value!r}")
     return value  # type: ignore[return-value]
-
-
-def make_source(project: str | None, endpoint: str | None, storage_endpoint: str | None) -> Source:
-    settings = Settings()
-    return Source(
-        project=project or settings.project,
-        rest_endpoint=endpoint or settings.bigquery_endpoint,
-        storage_endpoint=storage_endpoint or settings.bigquery_storage_endpoint,
-    )
-
-
-def database_url(to: str | None) -> str:
-    if to:
-        return to
-    settings = Settings()
-    if settings.database_url is not None and settings.database_url.get_secret_value():
-        return settings.database_url.get_secret_value()
-    raise ConfigError("no target database: give --to postgresql://... or set BQ2PG_DATABASE_URL")
 
 
 class _RateColumn(ProgressColumn):
@@ -178,8 +158,39 @@ def print_table(rows: Sequence[object], columns: list[str], title: str) -> None:
 ExecutorOpt = Annotated[
     str,
     typer.Option(
-        help="Where the streams run: local (threads here) or dask://HOST:PORT (needs bq2pg[dask]).",
-        envvar="BQ2PG_EXECUTOR",
+        help="Where the streams run: local (threads here) or dask://HOST:PORT (needs bq2pg[dask]) "
+        "[env: BQ2PG_EXECUTOR].",
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option(
+        "--dry-run", help="Print the plan (tables, streams, rows, bytes, cost, time, space) only."
+    ),
+]
+MaxBytesOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Refuse the run (exit 9) when it would read more than N bytes [bq2pg.yaml: "
+        "budget.max_bytes].",
+        min=0,
+    ),
+]
+MaxUsdOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Refuse the run (exit 9) when its estimated cost exceeds N US dollars "
+        "[bq2pg.yaml: budget.max_usd].",
+        min=0,
+    ),
+]
+EmulatorOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--emulator/--no-emulator",
+        help="The endpoints are an emulator that ignores read offsets [env: BQ2PG_EMULATOR; "
+        "default: detected].",
+        show_default=False,
     ),
 ]
 ChecksumOpt = Annotated[

@@ -11,14 +11,13 @@ from typing import Annotated
 import typer
 
 from bq2pg import admin
+from bq2pg.cli import configured
 from bq2pg.cli.shared import (
     DatabaseOpt,
     EndpointOpt,
     ProjectOpt,
     StorageEndpointOpt,
-    database_url,
     err,
-    make_source,
     out,
     print_table,
 )
@@ -41,7 +40,9 @@ def dlq_list(
     run: Annotated[str | None, typer.Option(help="Run id.")] = None,
 ) -> None:
     """List dead letters (without their rows)."""
-    rows = admin.list_dead_letters(database_url(database), target=target, run_id=run)
+    rows = admin.list_dead_letters(
+        configured.adhoc_database_url(database), target=target, run_id=run
+    )
     cols = ["id", "run_id", "target", "row_offset", "sqlstate", "error", "created_at"]
     print_table(rows, cols, f"{len(rows)} dead letter(s)")
 
@@ -51,7 +52,7 @@ def dlq_show(
     letter_id: Annotated[int, typer.Argument(help="Dead letter id.")], database: DatabaseOpt = None
 ) -> None:
     """Show one dead letter, its error context and its raw row."""
-    letter = admin.show_dead_letter(database_url(database), letter_id)
+    letter = admin.show_dead_letter(configured.adhoc_database_url(database), letter_id)
     for key, value in dataclasses.asdict(letter).items():
         out.print(f"{key}: {value}", markup=False, highlight=False, soft_wrap=True)
 
@@ -69,9 +70,9 @@ def dlq_replay(
 ) -> None:
     """Load dead-lettered rows again, once the target or the mapping is fixed."""
     done = admin.replay_dead_letters(
-        database_url(database),
+        configured.adhoc_database_url(database),
         target,
-        lambda: make_source(project, bigquery_endpoint, bigquery_storage_endpoint),
+        lambda: configured.adhoc_source(project, bigquery_endpoint, bigquery_storage_endpoint),
         letter_ids or None,
     )
     out.print(f"{len(done.loaded):,} dead letter(s) replayed into {target}")
@@ -91,7 +92,9 @@ def dlq_purge(
     """Delete dead letters (of a target or a run, or all)."""
     if not yes:
         raise ConfigError("dlq purge deletes rows for good: add --yes")
-    deleted = admin.purge_dead_letters(database_url(database), target=target, run_id=run)
+    deleted = admin.purge_dead_letters(
+        configured.adhoc_database_url(database), target=target, run_id=run
+    )
     out.print(f"{deleted:,} dead letter(s) deleted")
 
 
@@ -101,7 +104,7 @@ def state_show(
     database: DatabaseOpt = None,
 ) -> None:
     """The latest runs, their status and their ledger."""
-    url = database_url(database)
+    url = configured.adhoc_database_url(database)
     rows = admin.list_runs(url, target)
     cols = ["run_id", "target", "mode", "status", "started_at", "rows_read", "rows_loaded"]
     print_table(rows, [*cols, "dead_letters", "chunks", "error"], "runs")
@@ -118,7 +121,7 @@ def state_progress(
 ) -> None:
     """How far a run is: rows committed per table, dead letters, offsets per stream."""
     try:
-        progress = admin.run_progress(database_url(database), run_id)
+        progress = admin.run_progress(configured.adhoc_database_url(database), run_id)
     except ValueError:
         raise ConfigError(f"{run_id!r} is not a run id (a UUID)", value=run_id) from None
     out.print(
@@ -145,7 +148,7 @@ def verify(
     database: DatabaseOpt = None,
 ) -> None:
     """Re-check a loaded table's row counts and content checksums against its runs' ledger."""
-    report = admin.verify_target(database_url(database), target)
+    report = admin.verify_target(configured.adhoc_database_url(database), target)
     print_table(report, ["table", "ledger", "rows", "status"], f"verify {target}")
     if any(not check.ok for check in report):
         raise VerificationError(f"{target} does not hold the rows its runs committed")
@@ -156,5 +159,5 @@ def state_reset(
     target: Annotated[str, typer.Argument(help="SCHEMA.TABLE")], database: DatabaseOpt = None
 ) -> None:
     """Forget a target's unfinished runs, so that the next run starts over."""
-    count = admin.reset_target(database_url(database), target)
+    count = admin.reset_target(configured.adhoc_database_url(database), target)
     out.print(f"{count} unfinished run(s) of {target} forgotten")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import sql
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bq2pg.config.secrets import redact
 from bq2pg.errors import ConfigError, TargetError, TransientTargetError
@@ -49,14 +49,39 @@ POSTGRES_SCHEMES = ("postgresql", "postgres")
 _SCHEME = re.compile(r"^\s*(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+#: libpq's variables that say where to connect when no URL does (an empty URL then works:
+#: libpq reads them, ``pg_service.conf`` and ``~/.pgpass`` itself).
+LIBPQ_VARIABLES = ("PGHOST", "PGHOSTADDR", "PGPORT", "PGDATABASE", "PGUSER", "PGSERVICE")
+
+
+def libpq_environment() -> bool:
+    """Whether libpq's environment names a server (``PGHOST``, ``PGSERVICE``, …)."""
+    return any(os.environ.get(v) for v in LIBPQ_VARIABLES)
+
+
+def compose(url: str | None, params: dict[str, str]) -> str:
+    """A conninfo string: ``url`` (a URL, a conninfo, or nothing: libpq's environment) with
+    ``params`` (libpq keywords such as ``password``) overriding its own."""
+    try:
+        return make_conninfo(url or "", **params)
+    except psycopg.Error as exc:
+        raise translate(exc, "reading the PostgreSQL URL") from None
+
+
 def check_url(url: str) -> None:
     """Refuse a URL that is not for PostgreSQL, before libpq answers with its parser message.
 
     Raises:
-        ConfigError: a URL of another scheme (``mysql://…``), or an empty one.
+        ConfigError: a URL of another scheme (``mysql://…``), or an empty one while libpq's
+            environment (``PGHOST``, ``PGSERVICE``, …) names no server either.
     """
+    if not url.strip() and libpq_environment():
+        return
     if not url.strip():
-        raise ConfigError("no PostgreSQL URL: give --to or set BQ2PG_DATABASE_URL")
+        raise ConfigError(
+            "no PostgreSQL URL: give --to, set BQ2PG_DATABASE_URL, name a target in bq2pg.yaml, "
+            "or set libpq's PGHOST/PGDATABASE/PGSERVICE"
+        )
     found = _SCHEME.match(url)
     if found and found["scheme"].lower() not in POSTGRES_SCHEMES:
         raise ConfigError(

@@ -1,0 +1,150 @@
+"""Running a resolved job: its plan (estimates, budget) first, then the load and its summary.
+
+``bq2pg copy``, ``bq2pg patents``, ``bq2pg run JOB`` and ``bq2pg plan JOB`` all end here: the
+options and the configuration became one :class:`~bq2pg.config.file.Resolved` job, which is
+turned into the library's request, planned, checked against the budget and run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from bq2pg.cli import configured
+from bq2pg.cli.shared import RichProgress, err, out, split_list
+from bq2pg.config import jobs as config_jobs
+from bq2pg.config.file import Resolved
+from bq2pg.engine import copy as copy_engine
+from bq2pg.engine import estimate
+from bq2pg.engine.result import RunResult
+from bq2pg.engine.run import run_job
+from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
+from bq2pg.patents import pipeline as patents_pipeline
+
+
+def copy_request(values: dict[str, Any], url: str) -> copy_engine.CopyRequest:
+    """The library's request of a resolved ``copy`` job."""
+    if not values.get("source"):
+        raise ConfigError("no source table: give PROJECT.DATASET.TABLE (or `source:` in the job)")
+    return copy_engine.CopyRequest(
+        source=values["source"],
+        database_url=url,
+        table=values.get("table"),
+        columns=split_list(values.get("columns")),
+        where=values.get("where"),
+        limit=values.get("limit"),
+        streams=values["streams"],
+        mode=values["mode"],
+        key=split_list(values.get("key")),
+        nested=values["nested"],
+        drop=values["drop"],
+        incremental=values.get("incremental"),
+        lag=values.get("lag"),
+        checksum=values["checksum"],
+        executor=values["executor"],
+        resume=values["resume"],
+    )
+
+
+def patents_request(values: dict[str, Any], url: str) -> patents_pipeline.PatentsRequest:
+    """The library's request of a resolved ``patents`` job."""
+    return patents_pipeline.PatentsRequest(
+        database_url=url,
+        source=values["source"],
+        schema=values["schema"],
+        test=values["test"],
+        limit=values.get("limit"),
+        year=values.get("year"),
+        recent_days=values.get("recent_days"),
+        country=split_list(values.get("country")),
+        kind=split_list(values.get("kind_codes")),
+        full_text=values["full_text"],
+        drop_tables=values["drop_tables"],
+        with_cpc_definitions=values["with_cpc_definitions"],
+        cpc_source=values["cpc_source"],
+        streams=values["streams"],
+        checksum=values["checksum"],
+        executor=values["executor"],
+        resume=values["resume"],
+    )
+
+
+def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = False) -> None:
+    """Plan the job, refuse it when over budget, then (unless only planning) run it."""
+    values = resolved.values
+    url = configured.database_url(resolved, cfg)
+    src = configured.source(resolved)
+    if resolved.kind == "copy":
+        copy = copy_request(values, url)
+        job = copy_engine.build_job(src, copy)
+        label = f"copy {copy.source}"
+    else:
+        patents = patents_request(values, url)
+        job = patents_pipeline.build_job(src, patents)
+        label = f"patents {patents.source}"
+    price = values.get("price_per_tib_usd")
+    plan = estimate.estimate(
+        src, job, price_per_tib_usd=estimate.PRICE_PER_TIB_USD if price is None else price
+    )
+    only = plan_only or values.get("dry_run")
+    title = f"plan of {resolved.name or label}" + ("" if only else " (before the run)")
+    (out if only else err).print(
+        title + "\n  " + "\n  ".join(estimate.lines(plan)), markup=False, highlight=False
+    )
+    estimate.check_budget(plan, max_bytes=values.get("max_bytes"), max_usd=values.get("max_usd"))
+    if only:
+        out.print("nothing was loaded (a plan only)", markup=False)
+        return
+    job = dataclasses.replace(job, estimate=plan.as_dict())
+    if resolved.kind == "copy":
+        _run(label, lambda progress: run_job(src, job, progress))
+    else:
+        _run(label, lambda progress: patents_pipeline.run_built(src, patents, job, progress))
+
+
+def _run(label: str, job: Callable[[RichProgress], RunResult]) -> None:
+    """Run ``job`` with a progress bar on stderr, then print its summary."""
+    progress = RichProgress(label)
+    try:
+        result = job(progress)
+    finally:
+        progress.stop()
+    summary(result)
+    if result.dead_letters:
+        raise typer.Exit(EXIT_DEAD_LETTERS)
+
+
+def summary(result: RunResult) -> None:
+    """Print a run's summary: rows, bytes and rates per table, verification, dead letters."""
+    table = Table(title=f"{result.source} → {result.target} ({result.mode})", title_justify="left")
+    for name in ("table", "rows", "MB", "seconds", "rows/s"):
+        table.add_column(name, justify="left" if name == "table" else "right")
+    for t in result.tables:
+        table.add_row(
+            t.name, f"{t.rows:,}", f"{t.bytes / 1e6:,.1f}", f"{t.seconds:,.2f}",
+            f"{t.rows_per_second:,.0f}",
+        )  # fmt: skip
+    out.print(table)
+    out.print(
+        f"{result.rows_read:,} rows read in {result.seconds:,.2f} s "
+        f"({result.rows_per_second:,.0f} rows/s end to end; load {result.load_seconds:,.2f} s, "
+        f"publish {result.publish_seconds:,.2f} s; {result.bytes / 1e6:,.1f} MB via COPY, "
+        f"{result.streams} stream{'s' if result.streams != 1 else ''}); run {result.run_id}"
+    )
+    counted = len(result.tables) - len(result.checksummed)
+    out.print(
+        f"verified against the ledger: row counts of {len(result.tables)} table(s)"
+        + (f", content checksums of {len(result.checksummed)}" if result.checksummed else "")
+        + (f" ({counted} without checksummable columns)" if result.checksummed and counted else "")
+    )
+    if result.duplicates_collapsed:
+        out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
+    if result.dead_letters:
+        err.print(
+            f"[yellow]{result.dead_letters:,} row(s) rejected by PostgreSQL are in "
+            f"bq2pg.dead_letters (run {result.run_id}); the other rows loaded"
+        )

@@ -1,0 +1,172 @@
+"""The keys of ``bq2pg.yaml`` and their types (pydantic): targets, sources, jobs, defaults,
+budget and environments.
+
+A job's keys are the options of ``bq2pg copy`` and ``bq2pg patents``, spelled as the option
+(``--recent-days`` is ``recent_days`` or ``recent-days``), plus ``kind``, ``target`` (a name
+under ``targets``; ``to`` is the same key, as the option spells it), ``bigquery`` (a name
+under ``sources``) and the budget keys. :data:`BUILTIN` holds the built-in defaults, which are
+the command line's (``tests/test_config_file.py`` checks that both agree).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+from bq2pg.config.settings import DEFAULT_STREAMS
+
+Kind = Literal["copy", "patents"]
+
+
+def _comma_list(value: Any) -> Any:
+    """A YAML list of names is the option's comma-separated text."""
+    if isinstance(value, list | tuple):
+        return ",".join(str(v) for v in value)
+    return value
+
+
+CommaList = Annotated[str | None, BeforeValidator(_comma_list)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class TargetConfig(_Strict):
+    """A named PostgreSQL connection. ``url`` may be a URL or a conninfo string; the other keys
+    are libpq's and override the URL's (``password`` is usually a secret reference)."""
+
+    url: str | None = None
+    password: str | None = None
+    user: str | None = None
+    host: str | None = None
+    port: int | None = None
+    dbname: str | None = None
+    sslmode: str | None = None
+    service: str | None = None
+
+
+class SourceConfig(_Strict):
+    """A named BigQuery endpoint: billing project, credentials, endpoints, emulation."""
+
+    project: str | None = None
+    #: A service-account key file (``GOOGLE_APPLICATION_CREDENTIALS``); ADC when absent.
+    credentials: str | None = None
+    bigquery_endpoint: str | None = None
+    bigquery_storage_endpoint: str | None = None
+    #: The server ignores read offsets (the bqemulator); None: detect it.
+    emulator: bool | None = None
+
+
+class BudgetConfig(_Strict):
+    """Refuse a run whose estimate exceeds these; the price turns bytes into dollars."""
+
+    max_bytes: int | None = Field(default=None, ge=0)
+    max_usd: float | None = Field(default=None, ge=0)
+    price_per_tib_usd: float | None = Field(default=None, ge=0)
+
+
+class JobOptions(_Strict):
+    """Every key a job may set; all optional (``defaults`` and environments set some)."""
+
+    kind: Kind | None = None
+    target: str | None = Field(default=None, alias="to")
+    bigquery: str | None = None
+    # copy and patents
+    source: str | None = None
+    limit: int | None = Field(default=None, ge=0)
+    streams: int | None = Field(default=None, ge=1)
+    checksum: bool | None = None
+    executor: str | None = None
+    resume: bool | None = None
+    dry_run: bool | None = None
+    max_bytes: int | None = Field(default=None, ge=0)
+    max_usd: float | None = Field(default=None, ge=0)
+    project: str | None = None
+    bigquery_endpoint: str | None = None
+    bigquery_storage_endpoint: str | None = None
+    emulator: bool | None = None
+    # copy
+    table: str | None = None
+    columns: CommaList = None
+    where: str | None = None
+    mode: Literal["replace", "append", "merge"] | None = None
+    key: CommaList = None
+    nested: Literal["jsonb", "tables"] | None = None
+    drop: bool | None = None
+    incremental: str | None = None
+    lag: str | None = None
+    # patents
+    schema_: str | None = Field(default=None, alias="schema")
+    test: bool | None = None
+    year: int | None = None
+    recent_days: int | None = Field(default=None, ge=0)
+    country: CommaList = None
+    kind_codes: CommaList = None
+    full_text: bool | None = None
+    drop_tables: bool | None = None
+    with_cpc_definitions: bool | None = None
+    cpc_source: str | None = None
+
+
+class Environment(_Strict):
+    """What an environment overrides: any section but ``environments``."""
+
+    targets: dict[str, TargetConfig] = {}
+    sources: dict[str, SourceConfig] = {}
+    jobs: dict[str, JobOptions] = {}
+    defaults: JobOptions = JobOptions()
+    budget: BudgetConfig = BudgetConfig()
+
+
+class Document(Environment):
+    """A whole ``bq2pg.yaml``."""
+
+    environments: dict[str, Environment] = {}
+
+
+def key_name(field: str) -> str:
+    """The key as written in the file (``schema_`` is ``schema``)."""
+    info = JobOptions.model_fields.get(field)
+    return info.alias if info is not None and info.alias and field != "target" else field
+
+
+#: The keys of each section, as written (``to`` is a second spelling of ``target``).
+JOB_KEYS = frozenset(key_name(f) for f in JobOptions.model_fields) | {"to"}
+TARGET_KEYS = frozenset(TargetConfig.model_fields)
+SOURCE_KEYS = frozenset(SourceConfig.model_fields)
+BUDGET_KEYS = frozenset(BudgetConfig.model_fields)
+SECTIONS = ("targets", "sources", "jobs", "defaults", "budget")
+TOP_KEYS = (*SECTIONS, "environments")
+
+#: Keys of both kinds of job, then the keys only one kind has.
+COMMON_KEYS = frozenset(
+    {"kind", "target", "to", "bigquery", "source", "limit", "streams", "checksum", "executor",
+     "resume", "dry_run", "max_bytes", "max_usd", "project", "bigquery_endpoint",
+     "bigquery_storage_endpoint", "emulator"}
+)  # fmt: skip
+COPY_KEYS = frozenset(
+    {"table", "columns", "where", "mode", "key", "nested", "drop", "incremental", "lag"}
+)
+PATENTS_KEYS = JOB_KEYS - COMMON_KEYS - COPY_KEYS
+KIND_KEYS: dict[str, frozenset[str]] = {
+    "copy": COMMON_KEYS | COPY_KEYS,
+    "patents": COMMON_KEYS | PATENTS_KEYS,
+}
+
+#: The built-in defaults of a job's keys (the command line's defaults); None: unset.
+BUILTIN: dict[str, dict[str, Any]] = {
+    "copy": {
+        "mode": "replace", "nested": "jsonb", "drop": False, "checksum": True,
+        "executor": "local", "resume": False, "dry_run": False, "bigquery": "default",
+        "streams": DEFAULT_STREAMS,
+    },
+    "patents": {
+        "source": "patents-public-data.patents.publications", "schema": "patents",
+        "test": False, "full_text": False, "drop_tables": False,
+        "with_cpc_definitions": False, "cpc_source": "patents-public-data.cpc.definition",
+        "checksum": True, "executor": "local", "resume": False, "dry_run": False,
+        "bigquery": "default", "streams": DEFAULT_STREAMS,
+    },
+}  # fmt: skip
