@@ -102,12 +102,15 @@ def _last_run(job: Resolved, cfg: config_jobs.Config, qualified: str) -> str:
 def config_show(config: ConfigOpt = None, env: EnvOpt = None) -> None:
     """Print the resolved configuration and where each value came from (secrets redacted)."""
     cfg = configured.configuration(config, env)
-    table = Table(title=f"configuration: {cfg.path or '(no file)'}", title_justify="left")
-    for name in ("key", "value", "from"):
-        table.add_column(name, overflow="fold")
-    for key, value, origin in cfg.show():
-        table.add_row(key, value, origin)
-    out.print(table)
+    rows = cfg.show()
+    width = max(len(k) + len(v) for k, v, _ in rows) + 3
+    out.print(f"# {cfg.path or 'no configuration file'}", markup=False, highlight=False)
+    for key, value, origin in rows:
+        line = f"{key} = {value}"
+        out.print(
+            f"{line:<{width}}  # {origin}" if origin else line,
+            markup=False, highlight=False, soft_wrap=True,
+        )  # fmt: skip
 
 
 @config_app.command("validate")

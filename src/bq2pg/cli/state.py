@@ -9,6 +9,7 @@ import dataclasses
 from typing import Annotated
 
 import typer
+from rich.table import Table
 
 from bq2pg import admin
 from bq2pg.cli import configured
@@ -108,10 +109,31 @@ def state_show(
     rows = admin.list_runs(url, target)
     cols = ["run_id", "target", "mode", "status", "started_at", "rows_read", "rows_loaded"]
     print_table(rows, [*cols, "dead_letters", "chunks", "error"], "runs")
+    planned = [r for r in rows if r.plan]
+    if planned:
+        table = Table(title="estimated (plan) vs actual", title_justify="left")
+        for name in ("run_id", "rows est.", "rows", "seconds est.", "seconds", "PG MB est.",
+                     "PG MB", "read MB est.", "USD est."):  # fmt: skip
+            table.add_column(name, justify="left" if name == "run_id" else "right")
+        for r in planned:
+            plan = r.plan or {}
+            took = (r.finished_at - r.started_at).total_seconds() if r.finished_at else None
+            table.add_row(
+                str(r.run_id), _n(plan.get("rows")), _n(r.rows_read), _n(plan.get("seconds"), 1),
+                _n(took, 1), _n(plan.get("pg_bytes"), mb=True), _n(r.pg_bytes, mb=True),
+                _n(plan.get("bytes"), mb=True), _n(plan.get("usd"), 4),
+            )  # fmt: skip
+        out.print(table)
     if target:
         mark = admin.watermark(url, target)
         if mark:
             out.print(f"watermark: {mark[0]} >= {mark[1]}", markup=False, highlight=False)
+
+
+def _n(value: float | None, digits: int = 0, *, mb: bool = False) -> str:
+    if value is None:
+        return "?"
+    return f"{value / 1e6:,.1f}" if mb else f"{value:,.{digits}f}"
 
 
 @state_app.command("progress")
