@@ -17,6 +17,7 @@ from rich.text import Text
 
 from bq2pg import __version__
 from bq2pg.cli import configured, export, jobs, load, local
+from bq2pg.cli import doctor as cli_doctor
 from bq2pg.cli import state as cli_state
 from bq2pg.cli.configured import ConfigOpt, EnvOpt
 from bq2pg.cli.shared import (
@@ -36,6 +37,7 @@ app = typer.Typer(
 )
 app.registered_commands += load.app.registered_commands
 app.registered_commands += jobs.app.registered_commands
+app.registered_commands += cli_doctor.app.registered_commands
 app.add_typer(jobs.config_app, name="config")
 app.registered_commands += local.app.registered_commands
 app.add_typer(local.emulator_app, name="emulator")
