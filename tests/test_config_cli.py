@@ -226,3 +226,51 @@ def test_every_option_of_copy_and_patents_is_a_job_key():
             key = RENAME.get(p.name, p.name)
             if key in model.BUILTIN[kind] and key != "streams":
                 assert p.default == model.BUILTIN[kind][key], (kind, key)
+
+
+def test_secrets_never_reach_outputs_logs_or_state(tmp_path, emu, pg_url, pg_schema, pg, items):
+    """The canary, at every new output: a literal password and a referenced one."""
+    path = write_config(tmp_path, emu, pg_url, items, pg_schema)
+    text = path.read_text().replace(
+        "targets:\n", f"targets:\n  literal:\n    url: {pg_url}\n    password: {CANARY}\n"
+    )
+    path.write_text(text)
+    outputs = []
+    for args in (("config", "show"), ("config", "validate"), ("jobs",), ("plan", "items"),
+                 ("-v", "-v", "run", "items"), ("run", "items", "--to", "literal"),
+                 ("state", "show", "--to", "literal"), ("doctor", "items"),
+                 ("run", "items", "--max-bytes", "1")):  # fmt: skip
+        done = run(*args, cwd=tmp_path)
+        outputs.append(done.stdout + done.stderr)
+        assert done.returncode in (0, 1, 9), (args, done.stderr)
+    assert all(CANARY not in o for o in outputs)
+    assert "password = ***" in outputs[0]
+    stored = pg.execute(
+        "SELECT string_agg(concat_ws(' ', arguments::text, plan::text, error, target), ' ') "
+        "FROM bq2pg.runs"
+    ).fetchone()[0]
+    assert stored and CANARY not in stored
+
+
+def test_a_secret_that_cannot_be_read_exits_10(tmp_path, emu, pg_url, items):
+    path = write_config(tmp_path, emu, pg_url, items, "s")
+    (tmp_path / "pg_password").unlink()
+    done = run("run", "items", cwd=tmp_path)
+    assert done.returncode == 10, done.stderr
+    assert "targets.local.password" in done.stderr and "missing" in done.stderr
+    (tmp_path / "pg_password").write_text(CANARY)
+    (tmp_path / "pg_password").chmod(0o644)
+    loose = run("run", "items", cwd=tmp_path)
+    assert loose.returncode == 10 and "chmod 600" in loose.stderr
+    assert CANARY not in loose.stdout + loose.stderr
+    assert path.exists()
+
+
+def test_doctor_on_a_healthy_and_an_unreachable_server(emulator_env, pg_url, items):
+    ok = run("doctor", "--to", pg_url, "--source", items, env=emulator_env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "ok   postgres:" in ok.stdout and "ok   read session" in ok.stdout
+    assert "maintenance_work_mem" in ok.stdout
+    bad = run("doctor", "--to", f"postgresql://u:{CANARY}@127.0.0.1:1/db", env=emulator_env)
+    assert bad.returncode == 1
+    assert "fail postgres" in bad.stdout and CANARY not in bad.stdout + bad.stderr
