@@ -69,10 +69,18 @@ def test_a_healthy_server_has_no_fail_and_advises_on_settings(pg_url, pg_schema)
         assert check.status in ("ok", "warn")
         if check.status == "warn":
             assert rule.recommended in check.advice and rule.why in check.advice
-    # the embedded server's defaults (wal_level replica, synchronous_commit on) get advice
+    # the embedded server's defaults: wal_level replica gets advice, synchronous_commit on is
+    # what exactly-once needs
+    assert found["synchronous_commit"].status == "ok"
     assert found["wal_level"].status == "warn"
     assert "restart" in found["wal_level"].advice
     assert "pg_reload_conf" in found["max_wal_size"].advice
+
+
+def test_synchronous_commit_off_is_advised_against(pg_url):
+    url = pg_url + "&options=-c%20synchronous_commit%3Doff"
+    check = by_name(doctor.check_postgres(url))["synchronous_commit"]
+    assert check.status == "warn" and "exactly-once" in check.advice
 
 
 def test_a_role_without_create_on_the_database_fails_naming_the_grant(pg_url, pg_schema, role):

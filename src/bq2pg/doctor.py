@@ -99,9 +99,9 @@ SETTING_RULES: tuple[Rule, ...] = (
     Rule("wal_level", equals("minimal"), "minimal",
          "a replace's primary-key and index builds then write no WAL; only on a server "
          "without replicas or WAL archiving, and it needs max_wal_senders = 0"),
-    Rule("synchronous_commit", equals("off"), "off",
-         "commits return without waiting for the WAL flush; a crash loses only whole chunks, "
-         "with their ledger rows, which the resumed run loads again"),
+    Rule("synchronous_commit", lambda s: s.shown.lower() != "off", "on",
+         "exactly-once loading counts a chunk as loaded when its commit returns; with off, a "
+         "server crash can lose chunks the run already counted (local stays safe)"),
     Rule("max_parallel_maintenance_workers", at_least("4"), "4",
          "builds the btree indexes after a load with parallel workers"),
     Rule("default_toast_compression", equals("lz4"), "lz4",

@@ -143,7 +143,13 @@ class Config:
         rows += [(f"budget.{k}", display(k, v), str(origins[k])) for k, v in values.items()]
         for name in self.names("jobs"):
             job = self.job(name, flags)
-            rows.append((f"jobs.{name}.kind", job.kind, ""))
+            kinds = [
+                (lay, key) for lay, key in self._layers(name) if (lay.get(*key) or {}).get("kind")
+            ]
+            kind_origin = (
+                kinds[-1][0].origins.get((*kinds[-1][1], "kind"), BUILTIN) if kinds else BUILTIN
+            )
+            rows.append((f"jobs.{name}.kind", job.kind, str(kind_origin)))
             for k, v in sorted(job.values.items()):
                 rows.append(
                     (f"jobs.{name}.{model.key_name(k)}", display(k, v), str(job.origins[k]))
