@@ -274,3 +274,24 @@ def test_doctor_on_a_healthy_and_an_unreachable_server(emulator_env, pg_url, ite
     bad = run("doctor", "--to", f"postgresql://u:{CANARY}@127.0.0.1:1/db", env=emulator_env)
     assert bad.returncode == 1
     assert "fail postgres" in bad.stdout and CANARY not in bad.stdout + bad.stderr
+
+
+def test_the_examples_in_the_docs_are_valid(tmp_path):
+    """The example files of docs/configuration.md and README.md load without an error."""
+    from bq2pg.config import jobs as config_jobs
+
+    root = Path(__file__).resolve().parents[1]
+    blocks = []
+    for doc in (root / "docs" / "configuration.md", root / "README.md"):
+        parts = doc.read_text().split("```yaml\n")[1:]
+        blocks += [p.split("```")[0] for p in parts if "jobs:" in p.split("```")[0]]
+    assert len(blocks) >= 2
+    environ = {"PGPASSWORD_DEV": "x"}
+    for n, block in enumerate(blocks):
+        if "NAME:" in block:  # the grammar, with placeholders
+            continue
+        path = tmp_path / f"example{n}.yaml"
+        path.write_text(block)
+        loaded = config_jobs.load(path, environ=environ)
+        for env in loaded.base.get("environments") or {}:
+            config_jobs.load(path, env, environ=environ)
