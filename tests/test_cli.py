@@ -94,7 +94,7 @@ def test_configuration_errors_exit_2_with_the_fix(args, code, message, emulator_
 
 @pytest.mark.parametrize(
     ("args", "message"),
-    [(["verify", "s.t", "--into", "x"], "No such option"), (["copy"], "Missing argument")],
+    [(["verify", "s.t", "--into", "x"], "No such option"), (["copy"], "missing argument SOURCE")],
 )
 def test_usage_errors_exit_2_without_a_traceback(args, message):
     done = bq2pg_cmd(*args)

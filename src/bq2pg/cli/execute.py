@@ -29,7 +29,9 @@ from bq2pg.patents import pipeline as patents_pipeline
 def copy_request(values: dict[str, Any], url: str) -> copy_engine.CopyRequest:
     """The library's request of a resolved ``copy`` job."""
     if not values.get("source"):
-        raise ConfigError("no source table: give PROJECT.DATASET.TABLE (or `source:` in the job)")
+        raise ConfigError(
+            "missing argument SOURCE: give PROJECT.DATASET.TABLE (or `source:` in the job)"
+        )
     return copy_engine.CopyRequest(
         source=values["source"],
         database_url=url,
@@ -76,6 +78,8 @@ def patents_request(values: dict[str, Any], url: str) -> patents_pipeline.Patent
 def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = False) -> None:
     """Plan the job, refuse it when over budget, then (unless only planning) run it."""
     values = resolved.values
+    if resolved.kind == "copy" and not values.get("source"):
+        copy_request(values, "")  # says what is missing before anything connects
     url = configured.database_url(resolved, cfg)
     src = configured.source(resolved)
     if resolved.kind == "copy":

@@ -253,8 +253,8 @@ def env_layer(environ: Mapping[str, str], names: Mapping[str, list[str]]) -> Lay
     ``_`` matches ``-`` (variables cannot hold ``-``)."""
     layer = Layer()
     for var, value in sorted(environ.items()):
-        if not var.startswith("BQ2PG_"):
-            continue
+        if not var.startswith("BQ2PG_") or value == "":
+            continue  # an empty variable is an unset one
         if var in FLAT_VARIABLES:
             key: Key = ("defaults", FLAT_VARIABLES[var])
         elif "__" in var:
