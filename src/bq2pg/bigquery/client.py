@@ -88,19 +88,19 @@ def to_field(schema_field: object) -> Field:
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]", "::1")
 
 
-def _host_port(endpoint: str) -> str:
+def host_port(endpoint: str) -> str:
     """``host:port`` of a gRPC endpoint written with or without a scheme."""
     return endpoint.removeprefix("http://").removeprefix("https://").rstrip("/")
 
 
-def _is_plain(endpoint: str) -> bool:
+def is_plain(endpoint: str) -> bool:
     """Reached without TLS: an ``http://`` URL, or a loopback host written without
     ``https://`` (a local TLS tunnel to BigQuery keeps TLS and real credentials)."""
     if endpoint.startswith("http://"):
         return True
     if endpoint.startswith("https://"):
         return False
-    hostport = _host_port(endpoint)
+    hostport = host_port(endpoint)
     if hostport in _LOOPBACK:
         return True
     return hostport.rsplit(":", 1)[0] in _LOOPBACK
@@ -177,7 +177,9 @@ class Source:
             emulator = bool(rest_endpoint) and is_emulator(rest_endpoint or "")
         #: The server ignores read offsets (``read_stream`` reads from row 0 and skips).
         self.emulated = emulator
-        plain = emulator or any(_is_plain(e) for e in (rest_endpoint, storage_endpoint) if e)
+        plain = emulator or any(is_plain(e) for e in (rest_endpoint, storage_endpoint) if e)
+        #: Reached without TLS and with anonymous credentials (an emulator, loopback, http://).
+        self.plain = plain
         #: What it takes to make this Source again in another process (``executor``).
         self.endpoints = (project, rest_endpoint, storage_endpoint)
         try:
@@ -200,7 +202,7 @@ class Source:
                     client_options=ClientOptions(api_endpoint=rest_endpoint),
                 )
                 channel = grpc.insecure_channel(
-                    _host_port(storage_endpoint),
+                    host_port(storage_endpoint),
                     options=[
                         ("grpc.max_receive_message_length", -1),
                         ("grpc.max_send_message_length", -1),
@@ -217,7 +219,7 @@ class Source:
                 )
                 self.read = BigQueryReadClient(
                     client_options=(
-                        ClientOptions(api_endpoint=_host_port(storage_endpoint))
+                        ClientOptions(api_endpoint=host_port(storage_endpoint))
                         if storage_endpoint
                         else None
                     )

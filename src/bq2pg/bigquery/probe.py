@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from dataclasses import dataclass
 
-from bq2pg.bigquery.client import Source, TableRef, _host_port, _is_plain, check_key_file
+from bq2pg.bigquery.client import Source, TableRef, check_key_file, host_port
 from bq2pg.bigquery.errors import translate
 from bq2pg.errors import ConfigError, SourceError
 
@@ -36,14 +36,13 @@ class FoundCredentials:
 def is_local(source: Source) -> bool:
     """Whether ``source`` is an emulator or a plain-HTTP/loopback endpoint (reached with
     anonymous credentials, so no Google credentials are needed)."""
-    _, rest, storage = source.endpoints
-    return source.emulated or any(_is_plain(e) for e in (rest, storage) if e)
+    return source.plain
 
 
 def endpoints(source: Source) -> tuple[str | None, str | None]:
     """(REST URL, gRPC ``host:port``) that ``source`` talks to, when set explicitly."""
     _, rest, storage = source.endpoints
-    return rest, _host_port(storage) if storage else None
+    return rest, host_port(storage) if storage else None
 
 
 def find_credentials() -> FoundCredentials:
@@ -127,7 +126,7 @@ def grpc_ready(endpoint: str, timeout_s: float = ENDPOINT_TIMEOUT_S) -> None:
     """
     import grpc
 
-    channel = grpc.insecure_channel(_host_port(endpoint))
+    channel = grpc.insecure_channel(host_port(endpoint))
     try:
         grpc.channel_ready_future(channel).result(timeout=timeout_s)
     except grpc.FutureTimeoutError as exc:

@@ -26,12 +26,17 @@ from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
 from bq2pg.patents import pipeline as patents_pipeline
 
 
-def copy_request(values: dict[str, Any], url: str) -> copy_engine.CopyRequest:
-    """The library's request of a resolved ``copy`` job."""
+def require_source(values: dict[str, Any]) -> None:
+    """A copy job names its source table (the argument, or ``source:`` in the job)."""
     if not values.get("source"):
         raise ConfigError(
             "missing argument SOURCE: give PROJECT.DATASET.TABLE (or `source:` in the job)"
         )
+
+
+def copy_request(values: dict[str, Any], url: str) -> copy_engine.CopyRequest:
+    """The library's request of a resolved ``copy`` job."""
+    require_source(values)
     return copy_engine.CopyRequest(
         source=values["source"],
         database_url=url,
@@ -79,7 +84,7 @@ def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = Fa
     """Plan the job, refuse it when over budget, then (unless only planning) run it."""
     values = resolved.values
     if resolved.kind == "copy" and not values.get("source"):
-        copy_request(values, "")  # says what is missing before anything connects
+        require_source(values)  # says what is missing before anything connects
     url = configured.database_url(resolved, cfg)
     src = configured.source(resolved)
     if resolved.kind == "copy":
