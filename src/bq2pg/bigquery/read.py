@@ -8,7 +8,6 @@ yielded after a transient error (:data:`bq2pg.retry.READ`).
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -19,8 +18,12 @@ from bq2pg import retry
 from bq2pg.bigquery.client import Source, TableRef
 from bq2pg.bigquery.errors import retry_info_s, translate
 from bq2pg.errors import TransientSourceError
+from bq2pg.observe import metrics, tracing
+from bq2pg.observe.log import get_logger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
+#: The Storage Read API's service, for the spans' RPC attributes.
+SERVICE = "google.cloud.bigquery.storage.v1.BigQueryRead"
 
 #: The Storage Read API caps a session at 1,000 streams (stream.proto, max_stream_count).
 READ_STREAMS_MAX = 1000
@@ -60,11 +63,14 @@ def open_session(
     try:
         # the client's default retry covers DEADLINE_EXCEEDED and UNAVAILABLE here (backoff
         # from 0.1 s, 600 s in all); what still fails arrives as RetryError or the error
-        session = source.read.create_read_session(
-            parent=f"projects/{source.project}",
-            read_session=requested,
-            max_stream_count=max(1, min(max_streams, READ_STREAMS_MAX)),
-        )
+        with tracing.span(
+            f"{SERVICE}/CreateReadSession", **_rpc("CreateReadSession"), **{"bq2pg.table": str(ref)}
+        ):
+            session = source.read.create_read_session(
+                parent=f"projects/{source.project}",
+                read_session=requested,
+                max_stream_count=max(1, min(max_streams, READ_STREAMS_MAX)),
+            )
     except Exception as exc:
         raise translate(exc, f"opening a read session on {ref}") from exc
     schema = pa.ipc.read_schema(pa.py_buffer(session.arrow_schema.serialized_schema))
@@ -103,17 +109,23 @@ def read_stream(
     position = offset
     failures = 0
     give_up_at = time.monotonic() + retry.READ.seconds
+    received = metrics.READ_BYTES.labels(*metrics.run_labels())
     while True:
         start = 0 if source.emulated else position
+        # not the current span: a generator's context would leak into its consumer's
+        opening = tracing.tracer().start_span(
+            f"{SERVICE}/ReadRows", attributes={**_rpc("ReadRows"), "bq2pg.offset": start}
+        )
+        rows = nbytes = 0
         try:
             # retry=None: a failed first message comes here too, not to the client's retry
             for response in source.read.read_rows(read_stream=stream, offset=start, retry=None):
                 if not response.row_count:
                     continue
-                batch = pa.ipc.read_record_batch(
-                    pa.py_buffer(response.arrow_record_batch.serialized_record_batch),
-                    session.arrow_schema,
-                )
+                payload = response.arrow_record_batch.serialized_record_batch
+                received.inc(len(payload))
+                nbytes += len(payload)
+                batch = pa.ipc.read_record_batch(pa.py_buffer(payload), session.arrow_schema)
                 if start < position:  # rows the server sent again
                     skip = min(batch.num_rows, position - start)
                     start += skip
@@ -122,11 +134,16 @@ def read_stream(
                         continue
                 start += batch.num_rows
                 position += batch.num_rows
+                rows += batch.num_rows
                 failures = 0
                 give_up_at = time.monotonic() + retry.READ.seconds
                 yield batch
+            _ended(opening, rows, nbytes)
             return
-        except Exception as exc:
+        except BaseException as exc:
+            _ended(opening, rows, nbytes, exc)
+            if not isinstance(exc, Exception):
+                raise
             translated = translate(exc, f"reading stream {stream} at row {position}")
             if translated is exc:
                 raise
@@ -142,8 +159,24 @@ def read_stream(
                 raise TransientSourceError(
                     f"{translated}; gave up after {failures} attempts without a new row"
                 ) from exc
+            metrics.RETRIES.labels(retry.READ.kind).inc()
             log.warning(
-                "%s; reopening the stream at row %d in %.1f s (attempt %d of %d)",
-                translated, position, delay, failures + 1, retry.READ.attempts,
+                "stream.retried", error=str(translated), row=position, wait_s=round(delay, 2),
+                attempt=failures + 1, attempts=retry.READ.attempts,
             )  # fmt: skip
             time.sleep(delay)
+
+
+def _rpc(method: str) -> dict[str, str]:
+    """The RPC semantic conventions' attributes of a Storage Read API call."""
+    return {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+
+
+def _ended(span: tracing.Span, rows: int, nbytes: int, exc: BaseException | None = None) -> None:
+    """End a ``ReadRows`` span with what the opening brought."""
+    if span.is_recording():
+        span.set_attribute("bq2pg.rows", rows)
+        span.set_attribute("bq2pg.bytes", nbytes)
+        if exc is not None and not isinstance(exc, GeneratorExit):
+            tracing.failed(span, exc)
+    span.end()

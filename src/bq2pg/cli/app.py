@@ -8,15 +8,14 @@ commands live in one module per group: ``load`` (copy, patents, schema, types), 
 
 from __future__ import annotations
 
-import logging
 import sys
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 from rich.text import Text
 
 from bq2pg import __version__
-from bq2pg.cli import configured, export, jobs, load, local
+from bq2pg.cli import configured, export, exporter, jobs, load, local
 from bq2pg.cli import doctor as cli_doctor
 from bq2pg.cli import state as cli_state
 from bq2pg.cli.configured import ConfigOpt, EnvOpt
@@ -26,6 +25,7 @@ from bq2pg.cli.shared import (
 )
 from bq2pg.config.secrets import redact
 from bq2pg.errors import Bq2pgError
+from bq2pg.observe import log as logs
 
 app = typer.Typer(
     help="Copy BigQuery tables into PostgreSQL: fast, lossless, nested data as child tables.",
@@ -38,6 +38,7 @@ app = typer.Typer(
 app.registered_commands += load.app.registered_commands
 app.registered_commands += jobs.app.registered_commands
 app.registered_commands += cli_doctor.app.registered_commands
+app.registered_commands += exporter.app.registered_commands
 app.add_typer(jobs.config_app, name="config")
 app.registered_commands += local.app.registered_commands
 app.add_typer(local.emulator_app, name="emulator")
@@ -56,7 +57,33 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    verbose: Annotated[int, typer.Option("--verbose", "-v", count=True, help="More logs.")] = 0,
+    verbose: Annotated[
+        int,
+        typer.Option(
+            "--verbose",
+            "-v",
+            count=True,
+            help="Debug mode: per-chunk timings, retries, SQL statements without values "
+            "(-vv: the libraries' debug logs too).",
+        ),
+    ] = 0,
+    log_format: Annotated[
+        Literal["auto", "json", "console"],
+        typer.Option(
+            envvar="BQ2PG_LOG_FORMAT",
+            help="Logs as JSON lines or readable lines; auto: readable on a terminal, JSON "
+            "otherwise [env: BQ2PG_LOG_FORMAT].",
+            show_envvar=False,
+        ),
+    ] = "auto",
+    log_level: Annotated[
+        Literal["debug", "info", "warning", "error", "critical"],
+        typer.Option(
+            envvar="BQ2PG_LOG_LEVEL",
+            help="The least severe level logged [env: BQ2PG_LOG_LEVEL].",
+            show_envvar=False,
+        ),
+    ] = "info",
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
     ] = False,
@@ -64,8 +91,7 @@ def _root(
     env: EnvOpt = None,
 ) -> None:
     configured.chosen.config, configured.chosen.env = config, env
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(fmt=log_format, level=log_level, verbose=verbose, redact=redact, console=err)
 
 
 def main() -> None:

@@ -7,13 +7,16 @@ turned into the library's request, planned, checked against the budget and run.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import typer
 from rich.table import Table
 
+from bq2pg import __version__
 from bq2pg.cli import configured
 from bq2pg.cli.shared import RichProgress, err, out, split_list
 from bq2pg.config import jobs as config_jobs
@@ -23,7 +26,11 @@ from bq2pg.engine import estimate
 from bq2pg.engine.result import RunResult
 from bq2pg.engine.run import run_job
 from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
+from bq2pg.observe import metrics, tracing
+from bq2pg.observe.log import get_logger
 from bq2pg.patents import pipeline as patents_pipeline
+
+log = get_logger(__name__)
 
 
 def require_source(values: dict[str, Any]) -> None:
@@ -108,11 +115,39 @@ def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = Fa
     if only:
         out.print("nothing was loaded (a plan only)", markup=False)
         return
-    job = dataclasses.replace(job, estimate=plan.as_dict())
-    if resolved.kind == "copy":
-        _run(label, lambda progress: run_job(src, job, progress))
-    else:
-        _run(label, lambda progress: patents_pipeline.run_built(src, patents, job, progress))
+    job = dataclasses.replace(job, estimate=plan.as_dict(), name=resolved.name)
+    with observed(values, job.label, job.plan.qualified):
+        if resolved.kind == "copy":
+            _run(label, lambda progress: run_job(src, job, progress))
+        else:
+            _run(label, lambda progress: patents_pipeline.run_built(src, patents, job, progress))
+
+
+@contextlib.contextmanager
+def observed(values: dict[str, Any], job: str, target_table: str) -> Iterator[None]:
+    """Around a run: serve its metrics (``metrics_port``), export its traces
+    (``otlp_endpoint`` or OpenTelemetry's variables) and, when it ends, push its metrics
+    (``pushgateway``) — whether it succeeded or failed."""
+    metrics.set_version(__version__)
+    if values.get("metrics_port"):
+        metrics.serve(int(values["metrics_port"]))
+        log.info("metrics.serving", port=int(values["metrics_port"]))
+    provider = tracing.configure(values.get("otlp_endpoint"), version=__version__)
+    try:
+        yield
+    finally:
+        if values.get("metrics_port") and values.get("metrics_linger"):
+            log.info("metrics.lingering", seconds=float(values["metrics_linger"]))
+            time.sleep(float(values["metrics_linger"]))
+        if values.get("pushgateway"):
+            try:
+                metrics.push(values["pushgateway"], job, {"target_table": target_table})
+                log.info("metrics.pushed", gateway=values["pushgateway"])
+            except OSError as exc:  # the run's outcome stands; the push is a report of it
+                log.warning("metrics.push_failed", gateway=values["pushgateway"], error=str(exc))
+        if provider is not None:
+            provider.shutdown()  # flushes the spans still queued
+            tracing.use(None)
 
 
 def _run(label: str, job: Callable[[RichProgress], RunResult]) -> None:

@@ -200,3 +200,34 @@ ChecksumOpt = Annotated[
         help="Verify a content checksum of every table besides its row count.",
     ),
 ]
+MetricsPortOpt = Annotated[
+    int | None,
+    typer.Option(
+        help="Serve Prometheus metrics on this port while the run runs (0: off) "
+        "[bq2pg.yaml: metrics_port].",
+        min=0,
+        max=65535,
+    ),
+]
+MetricsLingerOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="With --metrics-port: keep serving the metrics this many seconds after the run "
+        "ends, so that Prometheus scrapes its outcome.",
+        min=0,
+    ),
+]
+PushgatewayOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Push the run's metrics to this Prometheus Pushgateway when it ends, success or "
+        "failure (grouped by job and target table).",
+    ),
+]
+OtlpEndpointOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Export traces over OTLP to this endpoint (http://HOST:4318 for HTTP, "
+        "http://HOST:4317 for gRPC) [env: OTEL_EXPORTER_OTLP_ENDPOINT; default: off].",
+    ),
+]

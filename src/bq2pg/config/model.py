@@ -87,6 +87,10 @@ class JobOptions(_Strict):
     bigquery_endpoint: str | None = None
     bigquery_storage_endpoint: str | None = None
     emulator: bool | None = None
+    metrics_port: int | None = Field(default=None, ge=0, le=65535)
+    metrics_linger: float | None = Field(default=None, ge=0)
+    pushgateway: str | None = None
+    otlp_endpoint: str | None = None
     # copy
     table: str | None = None
     columns: CommaList = None
@@ -144,7 +148,8 @@ TOP_KEYS = (*SECTIONS, "environments")
 COMMON_KEYS = frozenset(
     {"kind", "target", "to", "bigquery", "source", "limit", "streams", "checksum", "executor",
      "resume", "dry_run", "max_bytes", "max_usd", "project", "bigquery_endpoint",
-     "bigquery_storage_endpoint", "emulator"}
+     "bigquery_storage_endpoint", "emulator", "metrics_port", "metrics_linger", "pushgateway",
+     "otlp_endpoint"}
 )  # fmt: skip
 COPY_KEYS = frozenset(
     {"table", "columns", "where", "mode", "key", "nested", "drop", "incremental", "lag"}

@@ -55,13 +55,23 @@ FAILED = "failed"
 # the environment costs nothing, and a test or a caller that changes it sees the change.
 _cache: dict[str, str] = {}
 _cache_lock = threading.Lock()
+#: Every value a reference resolved to in this process, masked by :func:`redact` wherever
+#: it shows up (a log line, a traceback, an error). Values this short are not masked: masking
+#: them would garble ordinary text.
+_resolved: set[str] = set()
+MIN_MASKED_LENGTH = 4
 
 
 def redact(text: str) -> str:
-    """``text`` with every DSN password replaced by ``***`` (URI, query and key=value forms)."""
+    """``text`` with every DSN password replaced by ``***`` (URI, query and key=value forms),
+    and every value a secret reference resolved to in this process."""
     text = _URI_PASSWORD.sub(lambda m: m["head"] + "***" if m["pw"] else m[0], text)
     text = _QUERY_PASSWORD.sub(lambda m: m["head"] + "***", text)
-    return _KV_PASSWORD.sub(lambda m: m["head"] + "***", text)
+    text = _KV_PASSWORD.sub(lambda m: m["head"] + "***", text)
+    for value in tuple(_resolved):  # (another thread may add one)
+        if value in text:
+            text = text.replace(value, MASK)
+    return text
 
 
 class Secret:
@@ -122,7 +132,14 @@ def resolve(text: str, *, what: str) -> str:
     """
     if not has_reference(text):
         return text
-    return REFERENCE.sub(lambda m: _value(m, what), text)
+    return REFERENCE.sub(lambda m: _remembered(_value(m, what)), text)
+
+
+def _remembered(value: str) -> str:
+    """``value``, remembered for :func:`redact`."""
+    if len(value) >= MIN_MASKED_LENGTH:
+        _resolved.add(value)
+    return value
 
 
 def clear_cache() -> None:

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 
 from bq2pg.errors import CircuitOpenError
+from bq2pg.observe import metrics
 
 #: Consecutive failures (all streams together) that open the circuit.
 THRESHOLD = 5
@@ -67,17 +68,24 @@ class CircuitBreaker:
                     f"{left:.0f} s (circuit open)"
                 )
             self._probing = True  # this caller is the probe
+        metrics.breaker_changed("half-open")
 
     def success(self) -> None:
         with self._lock:
+            was_open = self._opened_at is not None
             self._failures = 0
             self._opened_at = None
             self._probing = False
+        if was_open:
+            metrics.breaker_changed("closed")
 
     def failure(self) -> None:
         with self._lock:
             self._failures += 1
-            if self._probing or (self._opened_at is None and self._failures >= self.threshold):
+            opened = self._probing or (self._opened_at is None and self._failures >= self.threshold)
+            if opened:
                 self.openings += 1
                 self._opened_at = self._clock()
             self._probing = False
+        if opened:
+            metrics.breaker_changed("open", opened=True)

@@ -17,12 +17,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from bq2pg.bigquery import read
 from bq2pg.bigquery.client import Source
 from bq2pg.bigquery.read import ReadSession
 from bq2pg.engine.stream import Split, Stream, write_batches
 from bq2pg.errors import ConfigError
+from bq2pg.observe import context, tracing
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres.connection import session as pg_session
 from bq2pg.postgres.target import Mode, physical
@@ -58,6 +60,9 @@ class StreamTask:
     mode: Mode
     splitter: Callable[[], Split] | None
     checksum: bool
+    #: The run's log fields (run_id, job, target_table) and trace context (W3C headers).
+    fields: dict[str, Any] = field(default_factory=dict)
+    trace: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -71,7 +76,17 @@ class StreamDone:
 
 
 def run_task(task: StreamTask) -> StreamDone:
-    """Read one stream from the first row its ledger does not hold, and load it (on a worker)."""
+    """Read one stream from the first row its ledger does not hold, and load it (on a worker),
+    in its run's trace and with its run's log fields."""
+    with (
+        context.bound(**task.fields, stream=task.stream.rsplit("/", 1)[-1]),
+        tracing.continued(task.trace),
+        tracing.span("bq2pg.stream", **{"bq2pg.stream": task.stream, "bq2pg.executor": "dask"}),
+    ):
+        return _load_stream(task)
+
+
+def _load_stream(task: StreamTask) -> StreamDone:
     project, rest, storage = task.endpoints
     source = Source(
         project=project, rest_endpoint=rest, storage_endpoint=storage, emulator=task.emulated

@@ -78,6 +78,13 @@ class Job:
     resume_only: bool = False
     #: The plan's estimates (``engine.estimate``), recorded with the run beside its actuals.
     estimate: dict[str, Any] | None = None
+    #: The job's name in bq2pg.yaml (None: an ad-hoc ``copy``/``patents``; its kind names it).
+    name: str | None = None
+
+    @property
+    def label(self) -> str:
+        """What logs and metrics call the job: its name, else its kind."""
+        return self.name or self.kind
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ is never applied twice.
 from __future__ import annotations
 
 import contextlib
-import logging
 import uuid
 from dataclasses import dataclass
 from functools import partial
@@ -19,6 +18,8 @@ from functools import partial
 from bq2pg.config.settings import tuning
 from bq2pg.engine.job import Job
 from bq2pg.errors import Bq2pgError
+from bq2pg.observe import metrics, tracing
+from bq2pg.observe.log import get_logger
 from bq2pg.observe.progress import Progress
 from bq2pg.plan import ddl
 from bq2pg.postgres import postload, target
@@ -29,7 +30,7 @@ from bq2pg.postgres.target import Mode, physical
 from bq2pg.quality import verify
 from bq2pg.state import runs, watermarks
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 _VERIFYING = "verifying row counts and checksums against the ledger"
 #: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
@@ -61,14 +62,17 @@ def publish(
     deadline = tuning().publish_timeout_s
     lanes = postload.lanes_for(job.streams, len(plan.all_tables()))
     progress.phase(_VERIFYING)
-    checks = conn.call(
-        "verifying",
-        partial(
-            verify.verify_run, database_url=job.database_url, plan=plan, mode=mode,
-            run_id=run_id, with_checksums=job.checksum, lanes=lanes, deadline=deadline,
-        ),
-        deadline,
-    )  # fmt: skip
+    metrics.progressed()
+    with tracing.span("bq2pg.verify", **{"bq2pg.checksums": job.checksum}):
+        checks = conn.call(
+            "verifying",
+            partial(
+                verify.verify_run, database_url=job.database_url, plan=plan, mode=mode,
+                run_id=run_id, with_checksums=job.checksum, lanes=lanes, deadline=deadline,
+            ),
+            deadline,
+        )  # fmt: skip
+    log.info("run.verified", tables=len(checks), checksummed=sum(c.checksummed for c in checks))
     if mode == "replace":
         keyed = [(t, physical("replace", t)) for t in plan.all_tables() if t.key]
         if keyed:
@@ -87,7 +91,7 @@ def publish(
 
     def transaction(c: Connection) -> int:
         if runs.status(c, run_id) == "succeeded":  # committed, and the answer was lost
-            log.warning("run %s was published already (its answer was lost)", run_id)
+            log.warning("run.published_already", detail="its answer was lost")
             return 0
         duplicates = 0
         with c.transaction():
@@ -108,8 +112,20 @@ def publish(
                 tables.drop_side_tables(c, plan, mode)
         return duplicates
 
-    duplicates = conn.call(f"publishing {plan.qualified}", transaction, deadline)
-    _after(job, progress, deadline)
+    metrics.progressed()
+    with tracing.span("bq2pg.publish", **{"bq2pg.mode": mode}):
+        duplicates = conn.call(f"publishing {plan.qualified}", transaction, deadline)
+    log.info("run.published", mode=mode, rows_loaded=rows_loaded, duplicates=duplicates)
+    if job.incremental is not None:
+        with contextlib.suppress(Bq2pgError):  # a statistic: it must not fail a published run
+            found = conn.call(
+                "reading the watermark", lambda c: watermarks.read(c, plan.qualified), 60.0
+            )
+            if found is not None:
+                metrics.set_watermark(plan.qualified, found[1])
+    metrics.progressed()
+    with tracing.span("bq2pg.postload", **{"bq2pg.indexes": len(job.indexes)}):
+        _after(job, progress, deadline)
     with contextlib.suppress(Bq2pgError):  # a statistic: it must not fail a published run
         conn.call(
             "recording the size of the tables",

@@ -44,6 +44,8 @@ from bq2pg.errors import (
     NothingToResumeError,
     SessionExpiredError,
 )
+from bq2pg.observe import context, metrics, tracing
+from bq2pg.observe.log import get_logger
 from bq2pg.observe.progress import NoProgress, Progress
 from bq2pg.plan import ddl, watermark
 from bq2pg.postgres import target
@@ -54,7 +56,7 @@ from bq2pg.quality import checksum
 from bq2pg.quality.verify import checksum_columns
 from bq2pg.state import ledger, runs, schema, watermarks
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Seconds a new run's snapshot lies in the past, for a client clock running ahead of BigQuery's.
 SNAPSHOT_MARGIN_S = 1.0
@@ -76,7 +78,60 @@ def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunRe
         ConfigError, SourceError, TargetError: see :mod:`bq2pg.errors`.
     """
     progress = progress or NoProgress()
-    started = time.perf_counter()
+    labels = (job.label, job.plan.qualified)
+    with (
+        context.bound(job=labels[0], target_table=labels[1]),
+        tracing.span(
+            "bq2pg.run",
+            **{
+                "bq2pg.job": labels[0],
+                "bq2pg.target_table": labels[1],
+                "bq2pg.source": str(job.ref),
+            },
+        ) as span,
+    ):
+        metrics.RUN_IN_PROGRESS.labels(*labels).set(1)
+        metrics.RUN_STARTED.labels(*labels).set(time.time())
+        metrics.progressed()
+        started = time.perf_counter()
+        ids: dict[str, str] = {}  # the run's id, once it has one
+        try:
+            result = _locked(source, job, progress, span, started, ids)
+        except BaseException as exc:
+            metrics.RUNS.labels(*labels, "failed").inc()
+            log.error(
+                "run.failed", run_id=ids.get("run_id"), error=_message(exc),
+                error_type=type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG),
+            )  # fmt: skip
+            raise
+        else:
+            metrics.RUNS.labels(*labels, "succeeded").inc()
+            metrics.RUN_LAST_SUCCESS.labels(*labels).set(time.time())
+            log.info(
+                "run.succeeded", run_id=str(result.run_id), rows_read=result.rows_read,
+                dead_letters=result.dead_letters, seconds=round(result.seconds, 3),
+            )  # fmt: skip
+            return result
+        finally:
+            metrics.RUN_IN_PROGRESS.labels(*labels).set(0)
+            metrics.RUN_DURATION.labels(*labels).set(time.perf_counter() - started)
+
+
+def _message(exc: BaseException) -> str:
+    """What a failed run records: the error's message, redacted (its repr for the unexpected)."""
+    return redact(str(exc)) if isinstance(exc, Bq2pgError) else redact(repr(exc))
+
+
+def _locked(
+    source: Source,
+    job: Job,
+    progress: Progress,
+    span: tracing.Span,
+    started: float,
+    ids: dict[str, str],
+) -> RunResult:
+    """The run under its target's lock (taken first, on the run's own connection); its id
+    goes into ``ids`` once it has one."""
     conn = LockedConnection(job.database_url, job.plan.qualified)  # the lock comes first
     try:
         conn.call("creating bq2pg's state tables", schema.ensure, PREPARE_TIMEOUT_S)
@@ -95,16 +150,25 @@ def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunRe
             run_id = conn.call("recording the run", partial(_start, job, resolved), 60.0)
         else:
             run_id = resume.run_id
-            log.warning("resuming interrupted run %s from its ledger", run_id)
         conn.rejoin = partial(_still_ours, run_id)
-        try:
-            return _run(source, job, resolved, conn, progress, run_id, resume, started)
-        except BaseException as exc:
-            # the side tables and the ledger stay: the next run of this job resumes from them
-            message = redact(str(exc)) if isinstance(exc, Bq2pgError) else redact(repr(exc))
-            with contextlib.suppress(Bq2pgError):
-                conn.call("recording the failure", partial(_failed, run_id, message), 30.0)
-            raise
+        ids["run_id"] = str(run_id)
+        with context.bound(run_id=str(run_id)):
+            span.set_attribute("bq2pg.run_id", str(run_id))
+            span.set_attribute("bq2pg.mode", resolved.mode)
+            log.info(
+                "run.resumed" if resume else "run.started", mode=resolved.mode,
+                source=str(job.ref), streams=job.streams, executor=job.executor,
+            )  # fmt: skip
+            try:
+                return _run(source, job, resolved, conn, progress, run_id, resume, started)
+            except BaseException as exc:
+                # the side tables and the ledger stay: the next run of this job resumes
+                # from them
+                with contextlib.suppress(Bq2pgError):
+                    conn.call(
+                        "recording the failure", partial(_failed, run_id, _message(exc)), 30.0
+                    )
+                raise
     finally:
         conn.close()
 
@@ -164,6 +228,7 @@ def _start(job: Job, resolved: Resolved, conn: Connection) -> uuid.UUID:
         arguments=runs.pack_arguments(job.kind, job.request),
         fingerprint=resolved.fingerprint,
         plan=job.estimate,
+        job=job.label,
     )
     if job.checksum:
         runs.record_checksums(conn, run_id, checksum_columns(job.plan), checksum.FORM)
@@ -221,7 +286,7 @@ def _open_session(
     return session
 
 
-def _run(
+def _load(
     source: Source,
     job: Job,
     resolved: Resolved,
@@ -229,9 +294,9 @@ def _run(
     progress: Progress,
     run_id: uuid.UUID,
     resume: _Resume | None,
-    started: float,
-) -> RunResult:
-    """Load and publish; the run's result (``started``: when the run began, perf_counter)."""
+) -> tuple[ReadSession, dict[str, int], float]:
+    """Open (or take up) the read session and load its streams: the session, the COPY bytes
+    per table and the seconds the load took."""
     if resume is None:
         snapshot = _snapshot_now()
         session = _open_session(source, job, resolved.where, conn, run_id, snapshot)
@@ -246,7 +311,7 @@ def _run(
     if job.limit is not None:
         total = min(total, job.limit) if total is not None else job.limit
     progress.start(total, len(session.streams))
-    log.info("read session %s: %d streams", session.name, len(session.streams))
+    log.info("session.opened", session=session.name, streams=len(session.streams))
     load = partial(streams.load, source, job, resolved.mode)
     try:
         with conn.heartbeat():
@@ -254,7 +319,7 @@ def _run(
     except SessionExpiredError as exc:
         # the offsets mean nothing in a new session: load again from the start, at the same
         # snapshot (the same data), once
-        log.warning("%s; loading again from the start in a new session at %s", exc, snapshot)
+        log.warning("session.expired", error=str(exc), snapshot=str(snapshot))
         progress.phase("the read session expired: loading again at the same snapshot")
         sides = [ddl.ident(t.schema, physical(resolved.mode, t)) for t in job.plan.all_tables()]
         conn.call(
@@ -266,6 +331,23 @@ def _run(
         progress.start(total, len(session.streams))
         with conn.heartbeat():
             sizes, seconds = load(session, run_id, {}, {}, progress)
+    return session, sizes, seconds
+
+
+def _run(
+    source: Source,
+    job: Job,
+    resolved: Resolved,
+    conn: LockedConnection,
+    progress: Progress,
+    run_id: uuid.UUID,
+    resume: _Resume | None,
+    started: float,
+) -> RunResult:
+    """Load and publish; the run's result (``started``: when the run began, perf_counter)."""
+    with tracing.span("bq2pg.read_session", **{"bq2pg.resumed": resume is not None}) as span:
+        session, sizes, seconds = _load(source, job, resolved, conn, progress, run_id, resume)
+        span.set_attribute("bq2pg.streams", len(session.streams))
 
     publish_started = time.perf_counter()
     # what the run loaded, as the ledger holds it (wherever the streams ran)

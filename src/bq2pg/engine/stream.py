@@ -11,9 +11,9 @@ rejects for a row's data is loaded again with the bad rows isolated into the dea
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,6 +30,8 @@ from bq2pg.config.settings import tuning
 from bq2pg.engine.breaker import CircuitBreaker
 from bq2pg.engine.memory import give_back_memory, tune_malloc
 from bq2pg.errors import RowRejectedError, TransientTargetError
+from bq2pg.observe import context, metrics, tracing
+from bq2pg.observe.log import get_logger
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres import copy
 from bq2pg.postgres.connection import Connection, connect, with_deadline
@@ -48,7 +50,7 @@ ENCODE_SLICE_BYTES = 16 * 1024 * 1024
 #: Encoded chunks waiting between the encoding thread and the writer thread: with one being
 #: encoded and one being sent, a stream holds about 3 x ``copy_chunk_bytes`` of encoded data.
 CHUNKS_IN_FLIGHT = 1
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 
 class Budget:
@@ -92,6 +94,7 @@ class _Chunk:
         self.nbytes = 0
         self.start = self.end = start  # source-row offsets in the stream
         self.sources: list[tuple[int, pa.Table]] = []  # kept to isolate rejected rows
+        self.opened = time.perf_counter()  # when its first source row was read
 
     def add(self, table: str, payload: pa.Buffer, rows: int, checksum: int | None) -> None:
         self.payloads[table].append(payload)
@@ -162,9 +165,21 @@ def write_batches(
     failed = threading.Event()
     conn = connect(database_url)
     write_timeout_s = tuning().write_timeout_s
+    labels = metrics.run_labels()
+    rows_read = metrics.ROWS_READ.labels(*labels)
+    chunk_seconds = metrics.CHUNK_SECONDS.labels(*labels)
+    copy_seconds = metrics.COPY_SECONDS.labels(*labels)
+    outcomes = {
+        s: metrics.CHUNKS.labels(*labels, s)
+        for s in ("committed", "isolated", "already_committed", "failed")
+    }
 
     def guarded(
-        what: str, seconds: float, start: int, action: Callable[[Connection], T]
+        what: str,
+        seconds: float,
+        start: int,
+        action: Callable[[Connection], T],
+        timed: bool = False,
     ) -> tuple[bool, T | None]:
         """``action(conn)`` under a deadline, reconnecting and retrying after transient errors
         (bounded, and through the run's circuit breaker): (True, its result), or (False, None)
@@ -187,7 +202,10 @@ def write_batches(
                         ):  # fmt: skip
                             breaker.success()
                             return False, None
+                    began = time.perf_counter()
                     result = with_deadline(conn, seconds, what, partial(action, conn))
+                    if timed:
+                        copy_seconds.observe(time.perf_counter() - began)
                 except TransientTargetError:
                     breaker.failure()
                     raise
@@ -206,60 +224,90 @@ def write_batches(
     def write() -> None:
         try:
             while (chunk := chunks.get()) is not None:
-                parts = [
-                    copy.Part(t, into(t), chunk.payloads[t.name], encoders[t.name].format)
-                    for t in tables
-                ]
-                entry = None
-                if stream is not None:
-                    sums = {k: v for k, v in chunk.checksums.items() if v is not None}
-                    entry = ledger.ChunkRecord(
-                        stream.run_id, stream.stream, chunk.start, chunk.end, chunk.rows,
-                        chunk.nbytes, sums if summer else {},
-                    )  # fmt: skip
-                sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
-                rows, dead = chunk.rows, 0
-                try:
-                    commit = partial(ledger.commit_chunk, parts=parts, chunk=entry)
-                    guarded("COPY of a chunk", write_timeout_s, chunk.start, commit)
-                except RowRejectedError:
-                    isolation.setdefault("split", make_split())
-                    isolate = partial(
-                        deadletters.isolate,
-                        plan=plan,
-                        physical=into,
-                        pieces=chunk.sources,
-                        split=isolation["split"],
-                        encoders=isolation_encoders,
-                        chunk=entry,
-                        run_id=stream.run_id if stream else None,
-                        stream=stream.stream if stream else "",
-                        summer=isolation_summer.of if isolation_summer else None,
-                    )
-                    # bisection re-sends the chunk about log2(rows) times: a longer deadline
-                    done, outcome = guarded(
-                        "isolating rejected rows", write_timeout_s * 4, chunk.start, isolate
-                    )
-                    if done and outcome is not None:
-                        rows, sizes, dead = outcome.rows, outcome.nbytes, outcome.dead
-                    elif stream is not None:  # committed before the connection was lost
-                        found = ledger.chunk(conn, stream.run_id, stream.stream, chunk.start)
-                        assert found is not None, "the ledger said the chunk committed"
-                        rows = {t.name: found.rows.get(t.name, 0) for t in tables}
-                        dead = found.dead_letters
-                if counted is not None:
-                    for t in tables:
-                        counted(t.name, rows[t.name], sizes[t.name])
-                    if dead:
-                        counted(DEAD_LETTERS, dead, 0)
+                with (
+                    context.bound(chunk=chunk.start, offset=chunk.start),
+                    tracing.span(
+                        "bq2pg.chunk",
+                        **{"bq2pg.chunk.start": chunk.start, "bq2pg.chunk.end": chunk.end},
+                    ) as span,
+                ):
+                    try:
+                        write_one(chunk, span)
+                    except BaseException:
+                        outcomes["failed"].inc()
+                        raise
         except BaseException:
             failed.set()  # the reader stops at its next batch
             while chunks.get() is not None:  # keep taking, so the reader never blocks
                 pass
             raise
 
+    def write_one(chunk: _Chunk, span: tracing.Span) -> None:
+        parts = [
+            copy.Part(t, into(t), chunk.payloads[t.name], encoders[t.name].format) for t in tables
+        ]
+        entry = None
+        if stream is not None:
+            sums = {k: v for k, v in chunk.checksums.items() if v is not None}
+            entry = ledger.ChunkRecord(
+                stream.run_id, stream.stream, chunk.start, chunk.end, chunk.rows,
+                chunk.nbytes, sums if summer else {},
+            )  # fmt: skip
+        sizes = {t.name: sum(b.size for b in chunk.payloads[t.name]) for t in tables}
+        rows, dead = chunk.rows, 0
+        outcome_name = "committed"
+        try:
+            commit = partial(ledger.commit_chunk, parts=parts, chunk=entry)
+            done, _ = guarded("COPY of a chunk", write_timeout_s, chunk.start, commit, timed=True)
+            if not done:
+                outcome_name = "already_committed"
+        except RowRejectedError:
+            outcome_name = "isolated"
+            isolation.setdefault("split", make_split())
+            isolate = partial(
+                deadletters.isolate,
+                plan=plan,
+                physical=into,
+                pieces=chunk.sources,
+                split=isolation["split"],
+                encoders=isolation_encoders,
+                chunk=entry,
+                run_id=stream.run_id if stream else None,
+                stream=stream.stream if stream else "",
+                summer=isolation_summer.of if isolation_summer else None,
+            )
+            # bisection re-sends the chunk about log2(rows) times: a longer deadline
+            done, outcome = guarded(
+                "isolating rejected rows", write_timeout_s * 4, chunk.start, isolate
+            )
+            if done and outcome is not None:
+                rows, sizes, dead = outcome.rows, outcome.nbytes, outcome.dead
+            elif stream is not None:  # committed before the connection was lost
+                found = ledger.chunk(conn, stream.run_id, stream.stream, chunk.start)
+                assert found is not None, "the ledger said the chunk committed"
+                rows = {t.name: found.rows.get(t.name, 0) for t in tables}
+                dead = found.dead_letters
+            if dead:
+                log.warning("row.dead_lettered", rows=dead, end=chunk.end)
+        seconds = time.perf_counter() - chunk.opened
+        outcomes[outcome_name].inc()
+        chunk_seconds.observe(seconds)
+        if span.is_recording():
+            span.set_attribute("bq2pg.chunk.rows", sum(rows.values()))
+            span.set_attribute("bq2pg.chunk.bytes", sum(sizes.values()))
+            span.set_attribute("bq2pg.chunk.outcome", outcome_name)
+        log.debug(
+            "chunk.committed", end=chunk.end, outcome=outcome_name, rows=rows[plan.name],
+            bytes=sum(sizes.values()), dead_letters=dead, seconds=round(seconds, 4),
+        )  # fmt: skip
+        if counted is not None:
+            for t in tables:
+                counted(t.name, rows[t.name], sizes[t.name])
+            if dead:
+                counted(DEAD_LETTERS, dead, 0)
+
     with ThreadPoolExecutor(1, thread_name_prefix="bq2pg-copy") as writer_pool:
-        writer = writer_pool.submit(write)
+        writer = writer_pool.submit(context.carry(write))
         try:
             position = stream.offset if stream else 0
             chunk = _Chunk(tables, position)
@@ -269,6 +317,7 @@ def write_batches(
                 granted = budget.take(batch.num_rows)
                 if granted < batch.num_rows:
                     batch = batch.slice(0, granted)
+                rows_read.inc(batch.num_rows)
                 for piece in _slices(batch):
                     source_rows = pa.Table.from_batches([piece])
                     chunk.sources.append((position, source_rows))

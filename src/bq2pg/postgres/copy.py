@@ -16,6 +16,8 @@ import psycopg
 import pyarrow as pa
 from psycopg import sql
 
+from bq2pg.observe import tracing
+from bq2pg.observe.log import get_logger
 from bq2pg.plan import ddl
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres.connection import connect
@@ -25,6 +27,8 @@ from bq2pg.postgres.errors import translate
 SIGNATURE = b"PGCOPY\n\xff\r\n\x00" + struct.pack(">ii", 0, 0)
 #: End of every binary COPY stream (a field count of -1).
 TRAILER = b"\xff\xff"
+
+log = get_logger(__name__)
 
 
 def write(
@@ -36,7 +40,22 @@ def write(
 ) -> None:
     """COPY ``payloads`` (rows encoded as ``fmt``: ``csv`` or ``binary``) into the table
     ``name`` of ``table``'s schema, with ``table``'s columns, in the cursor's transaction."""
-    with cur.copy(ddl.copy_from_stdin(table, name=name, format=fmt)) as copy:
+    statement = ddl.copy_from_stdin(table, name=name, format=fmt)
+    collection = f"{table.schema}.{name}"
+    if log.isEnabledFor(10):  # DEBUG: the statement, never the rows
+        log.debug("sql.statement", statement=statement.as_string(cur))
+    with (
+        tracing.span(
+            f"COPY {collection}",
+            **{
+                "db.system.name": "postgresql",
+                "db.namespace": cur.connection.info.dbname,
+                "db.collection.name": collection,
+                "db.operation.name": "COPY",
+            },
+        ),
+        cur.copy(statement) as copy,
+    ):
         if fmt == "binary":
             copy.write(SIGNATURE)
         for payload in payloads:

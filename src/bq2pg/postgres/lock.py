@@ -11,7 +11,6 @@ run (issue 10). If another run took the lock in between, this run stops (Concurr
 from __future__ import annotations
 
 import contextlib
-import logging
 import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -20,11 +19,12 @@ import psycopg
 
 from bq2pg import retry
 from bq2pg.errors import ConcurrentRunError, TransientTargetError
+from bq2pg.observe.log import get_logger
 from bq2pg.postgres.connection import connect, with_deadline
 from bq2pg.postgres.errors import translate
 
 T = TypeVar("T")
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Seconds between two heartbeats on the run's connection while its streams load: a lost
 #: connection (and with it the target's lock) is noticed and taken again within this.
@@ -148,7 +148,7 @@ class LockedConnection:
         self._conn.close()
         self._conn = connect(self.url)
         self.reconnections += 1
-        log.warning("the run's connection to PostgreSQL was lost: reconnected")
+        log.warning("connection.reconnected", reconnections=self.reconnections)
         try:
             lock(self._conn, self.target)
             if self.rejoin is not None:

@@ -9,7 +9,6 @@ cannot hang it), reconnecting and retrying one that a lost connection interrupte
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from collections.abc import Callable, Sequence
@@ -22,6 +21,7 @@ from tenacity import stop_after_attempt
 
 from bq2pg import retry
 from bq2pg.errors import Bq2pgError, TransientTargetError
+from bq2pg.observe.log import get_logger
 from bq2pg.plan import ddl
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres.connection import connect, execute, with_deadline
@@ -29,7 +29,7 @@ from bq2pg.postgres.connection import connect, execute, with_deadline
 T = TypeVar("T")
 R = TypeVar("R")
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 #: Connections at most for the post-load work (a server with more cores still gains little
 #: beyond this, and each lane is a backend running a sort).
@@ -147,7 +147,7 @@ def after_publish(
         except TransientTargetError:
             raise  # spread reconnects and retries it
         except Bq2pgError as exc:
-            log.warning("after publishing: %s", exc)
+            log.warning("postload.failed", error=str(exc))
 
     try:
         spread(
@@ -155,11 +155,11 @@ def after_publish(
             deadline=deadline, attempts=attempts,
         )  # fmt: skip
     except Bq2pgError as exc:
-        log.warning("after publishing: %s", exc)
+        log.warning("postload.failed", error=str(exc))
     missed = [s for s in statements if id(s) not in ran]
     if missed:
         log.warning(
-            "the data is published, but %d index or ANALYZE statement(s) did not run; run "
-            "them later: %s", len(missed), "; ".join(s.as_string(None) for s in missed)
+            "postload.missed", statements=[s.as_string(None) for s in missed],
+            detail="the data is published; run these statements later",
         )  # fmt: skip
     return missed

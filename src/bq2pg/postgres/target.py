@@ -8,19 +8,19 @@ target's lock.
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 import psycopg
 from psycopg import sql
 
 from bq2pg.errors import TargetMismatchError
+from bq2pg.observe.log import get_logger
 from bq2pg.plan import ddl, typemap
 from bq2pg.plan.tables import Column, TablePlan, normalize_identifier
 from bq2pg.postgres.connection import ensure_schema, execute
 from bq2pg.postgres.errors import translate
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 
 Mode = Literal["replace", "append", "merge"]
 LOAD_SUFFIX = "__bq2pg_new"
@@ -157,8 +157,8 @@ def prepare(conn: psycopg.Connection, plan: TablePlan, mode: Mode, *, drop_first
                 create.append(ddl.add_primary_key(t))
         elif added:
             log.warning(
-                "%s.%s: the source has new column(s) %s: adding them (earlier rows get NULL)",
-                t.schema, t.name, ", ".join(c.name for c in added),
+                "schema.columns_added", table=f"{t.schema}.{t.name}",
+                columns=[c.name for c in added], detail="earlier rows get NULL",
             )  # fmt: skip
             create.append(add_columns(t, added))
         # Staging is logged: crash recovery empties UNLOGGED tables, and the ledger would then

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import psycopg
 
 from bq2pg.errors import TargetError, VerificationError
+from bq2pg.observe import metrics
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres import postload
 from bq2pg.postgres.target import Mode, physical
@@ -145,6 +146,7 @@ def verify_run(
     ]
     problems = [c.problem for c in checks if not c.ok]
     if problems:
+        metrics.VERIFICATION_MISMATCHES.labels(plan.qualified).inc(len(problems))
         raise VerificationError(
             f"verification of {plan.qualified} failed, nothing was published: "
             + "; ".join(problems),

@@ -15,7 +15,6 @@ import base64
 import dataclasses
 import datetime as dt
 import json
-import logging
 import time
 import uuid
 from collections.abc import Callable
@@ -27,12 +26,13 @@ from psycopg import sql
 from psycopg.rows import class_row, dict_row
 
 from bq2pg.arrow.encode import Encoder
+from bq2pg.observe.log import get_logger
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres import copy
 from bq2pg.postgres.errors import is_row_error, translate
 from bq2pg.state import ledger
 
-log = logging.getLogger(__name__)
+log = get_logger(__name__)
 #: Checksums rows of a table (``quality.checksum.Checksummer.of``): None when not computable.
 Summer = Callable[[str, pa.Table], int | None]
 Split = Callable[[pa.Table], dict[str, pa.Table]]
@@ -132,9 +132,7 @@ def isolate(
                 ledger.record(conn, entry)
     except psycopg.Error as exc:  # not a row's fault: the connection, the disk, the server
         raise translate(exc, f"isolating rejected rows of {plan.qualified}") from exc
-    log.warning(
-        "%d row(s) of %s dead-lettered (see bq2pg.dead_letters)", outcome.dead, plan.qualified
-    )
+    log.debug("chunk.isolated", rows=outcome.dead, table=plan.qualified)
     return outcome
 
 

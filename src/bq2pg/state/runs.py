@@ -92,14 +92,16 @@ def start(
     arguments: dict[str, Any],
     fingerprint: str,
     plan: dict[str, Any] | None = None,
+    job: str | None = None,
 ) -> uuid.UUID:
-    """Record a new run as ``running`` (with its plan's estimates) and return its id."""
+    """Record a new run as ``running`` (with its plan's estimates and the name of its job)
+    and return its id."""
     run_id = uuid.uuid4()
     conn.execute(
         "INSERT INTO bq2pg.runs (run_id, source, target, mode, arguments, status, started_at,"
-        " fingerprint, plan) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, %s)",
+        " fingerprint, plan, job) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, %s, %s)",
         [run_id, source, target, mode, Jsonb(arguments), dt.datetime.now(dt.UTC), fingerprint,
-         Jsonb(plan) if plan is not None else None],
+         Jsonb(plan) if plan is not None else None, job],
     )  # fmt: skip
     return run_id
 

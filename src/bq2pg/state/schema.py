@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS bq2pg.runs (
     streams      jsonb,
     arrow_schema bytea,
     plan         jsonb,
-    pg_bytes     bigint
+    pg_bytes     bigint,
+    job          text
 );
 CREATE INDEX IF NOT EXISTS runs_target_idx ON bq2pg.runs (target, status);
 CREATE TABLE IF NOT EXISTS bq2pg.chunks (
@@ -83,6 +84,7 @@ _UPGRADES = [
     ("runs", "checksum_form", "smallint"),
     ("runs", "plan", "jsonb"),
     ("runs", "pg_bytes", "bigint"),
+    ("runs", "job", "text"),
     ("chunks", "bytes", "bigint NOT NULL DEFAULT 0"),
     ("chunks", "dead_letters", "integer NOT NULL DEFAULT 0"),
     ("chunks", "checksums", "jsonb"),
