@@ -31,7 +31,7 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bench import e2e, memory, peers
+from bench import e2e, memory, observability, peers
 from bench.common import ROOT, Sample, alternate, bq2pg_load, encode_file, psql_copy, server
 from bench.plot import plot
 from bq2pg.arrow import split as normalize
@@ -210,10 +210,14 @@ def main() -> None:
         help="publications of the patents end-to-end run (300,000: the emulator holds its tables "
         "in memory, and at 1,000,000 it was killed for lack of memory at 22.9 GB on a 24 GB box)",
     )
+    parser.add_argument(
+        "--observability-rows", type=int, help="publications of the observability on/off runs"
+    )
     args = parser.parse_args()
     rows, rounds = (20_000, 1) if args.quick else (args.rows, args.rounds)
     sizes = [50_000, 200_000] if args.quick else [250_000, 1_000_000, 4_000_000]
     e2e_rows = args.e2e_rows or (20_000 if args.quick else 300_000)
+    observe_rows = args.observability_rows or (20_000 if args.quick else 100_000)
     if args.memory_rows:
         sizes = [int(n) for n in args.memory_rows.split(",")]
     url, bin_dir = server()
@@ -234,6 +238,9 @@ def main() -> None:
         pat = e2e.patents_e2e(url, psql, e2e_rows)
         print(f"copy end to end, {rows:,} rows × {rounds} rounds", flush=True)
         copies = e2e.copy_e2e(url, rows, rounds)
+        observe_rounds = max(rounds, 3)
+        print(f"observability on and off, {observe_rows:,} rows × {observe_rounds}", flush=True)
+        observed = observability.observability_e2e(url, observe_rows, observe_rounds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -281,6 +288,14 @@ def main() -> None:
         "rows) from the BigQuery emulator, including the read session, verification (counts "
         "and checksums), primary keys, the swap and ANALYZE (seeding the emulator is not timed).",
     )  # fmt: skip
+    text += "\n## Observability overhead\n\n" + report(
+        observed, "",
+        f"`bq2pg patents` (no full text, {e2e.STREAMS} streams, {observe_rows:,} publications) "
+        "three ways, alternated round by round in one process: everything off (the default); "
+        "JSON log lines at INFO to a file and the metrics served on a port scraped every "
+        "second; and the same with every span exported over OTLP/HTTP (batched) to a local "
+        "receiver. Counters are updated in all three (they cannot be turned off).",
+    ) + "\n" + observability.overhead_lines(observed) + "\n"  # fmt: skip
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(text)
     print(text)

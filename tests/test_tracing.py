@@ -524,12 +524,6 @@ def test_configure_takes_the_traces_endpoint_as_a_full_url(reset_tracing):
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(
-    strict=True,
-    reason="observe/tracing.py configure(): an explicit base endpoint gets no /v1/traces when "
-    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is set (the check looks at the variable, not at where "
-    "the endpoint came from), so the spans go to the base URL and are refused",
-)
 def test_an_explicit_base_endpoint_gets_its_path_whatever_the_environment(reset_tracing):
     with OtlpReceiver() as r:
         environ = {"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:9/v1/traces"}

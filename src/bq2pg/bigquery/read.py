@@ -64,7 +64,10 @@ def open_session(
         # the client's default retry covers DEADLINE_EXCEEDED and UNAVAILABLE here (backoff
         # from 0.1 s, 600 s in all); what still fails arrives as RetryError or the error
         with tracing.span(
-            f"{SERVICE}/CreateReadSession", **_rpc("CreateReadSession"), **{"bq2pg.table": str(ref)}
+            f"{SERVICE}/CreateReadSession",
+            tracing.CLIENT,
+            **_rpc("CreateReadSession"),
+            **{"bq2pg.table": str(ref)},
         ):
             session = source.read.create_read_session(
                 parent=f"projects/{source.project}",
@@ -114,7 +117,9 @@ def read_stream(
         start = 0 if source.emulated else position
         # not the current span: a generator's context would leak into its consumer's
         opening = tracing.tracer().start_span(
-            f"{SERVICE}/ReadRows", attributes={**_rpc("ReadRows"), "bq2pg.offset": start}
+            f"{SERVICE}/ReadRows",
+            kind=tracing.CLIENT,
+            attributes={**_rpc("ReadRows"), "bq2pg.offset": start},
         )
         rows = nbytes = 0
         try:

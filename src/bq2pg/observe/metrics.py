@@ -18,10 +18,13 @@ import threading
 import time
 from collections.abc import Iterator
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, disable_created_metrics
 from prometheus_client.metrics_core import Metric
 
 from bq2pg.observe.context import labels
+
+# no ``*_created`` series: they double every counter's series and no rule or panel reads them
+disable_created_metrics()
 
 _RUN = ("job", "target_table")
 

@@ -29,7 +29,7 @@ from typing import Any, Literal
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import Span as Span
-from opentelemetry.trace import Status, StatusCode, Tracer
+from opentelemetry.trace import SpanKind, Status, StatusCode, Tracer
 
 Protocol = Literal["grpc", "http/protobuf"]
 #: The instrumentation scope of bq2pg's spans.
@@ -87,6 +87,8 @@ def configure(
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     env = os.environ if environ is None else environ
+    # a full URL only when it came from the traces variable; otherwise a base URL
+    full_url = not endpoint and bool(env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"))
     endpoint = endpoint or endpoint_from_env(env)
     if not endpoint:
         return None
@@ -102,7 +104,7 @@ def configure(
         )
 
         url = endpoint.rstrip("/")
-        if not url.endswith("/v1/traces") and not env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"):
+        if not full_url and not url.endswith("/v1/traces"):
             url += "/v1/traces"  # a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT is
         exporter = HttpExporter(endpoint=url)
     resource = Resource.create(
@@ -118,11 +120,12 @@ def configure(
 
 
 @contextlib.contextmanager
-def span(name: str, **attributes: Any) -> Iterator[Span]:
-    """A span named ``name`` under the current one; an exception ends it with an error status
-    (and SQLSTATE, when the error has one)."""
+def span(name: str, kind: SpanKind = SpanKind.INTERNAL, /, **attributes: Any) -> Iterator[Span]:
+    """A span named ``name`` under the current one (``kind``: CLIENT for a call to a server);
+    an exception ends it with an error status (and SQLSTATE, when the error has one)."""
     with tracer().start_as_current_span(
         name,
+        kind=kind,
         attributes={k: v for k, v in attributes.items() if v is not None},
         record_exception=False,
         set_status_on_exception=False,
@@ -132,6 +135,10 @@ def span(name: str, **attributes: Any) -> Iterator[Span]:
         except BaseException as exc:
             failed(current, exc)
             raise
+
+
+#: A call to BigQuery or PostgreSQL.
+CLIENT = SpanKind.CLIENT
 
 
 def failed(current: Span, exc: BaseException) -> None:

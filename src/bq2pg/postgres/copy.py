@@ -47,6 +47,7 @@ def write(
     with (
         tracing.span(
             f"COPY {collection}",
+            tracing.CLIENT,
             **{
                 "db.system.name": "postgresql",
                 "db.namespace": cur.connection.info.dbname,
