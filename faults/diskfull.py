@@ -54,7 +54,7 @@ GROW_DEADLINE_S = 180.0
 #: 45 s with its back-off; the rest is margin.
 STUCK_DEADLINE_S = 180.0
 #: The writer's warning when it retries a chunk (its first retry after the disk filled).
-RETRY_WARNING = "retrying the chunk"
+RETRY_WARNING = "chunk.retried"  # the log event of a chunk retried
 #: Seconds after the disk filled by which it is grown even if no retry warning was seen
 #: (RELIABILITY.md F4a: "grown after about 4 s").
 GROW_AT_LATEST_S = 4.0

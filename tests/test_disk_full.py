@@ -91,7 +91,7 @@ def test_postgres_disk_full_never_grown_exits_4_publishes_nothing_and_a_rerun_re
     assert result.published_early == 0  # the target was never swapped in
     assert result.durable[0] > 0  # chunks committed before the disk filled were kept
     assert second.returncode == 8, second.stderr
-    assert "resuming interrupted run" in second.stderr
+    assert "run.resumed" in second.stderr
     assert result.statuses == {"succeeded": 1}  # the re-run finished the same run
     assert_exactly_once(result.oracle)
 

@@ -69,3 +69,19 @@ def test_a_missing_key_file_is_a_config_error(tmp_path):
 
     with pytest.raises(ConfigError, match="GOOGLE_APPLICATION_CREDENTIALS"):
         check_key_file(str(tmp_path / "nope.json"))
+
+
+def test_redact_masks_resolved_secret_values_but_not_user_names(monkeypatch):
+    from bq2pg.config import secrets
+
+    monkeypatch.setenv("BQ2PG_T_PW", "s3cr3t-value")
+    monkeypatch.setenv("BQ2PG_T_USER", "loader")
+    try:
+        secrets.resolve("${env:BQ2PG_T_PW}", what="targets.t.password")
+        secrets.resolve("${env:BQ2PG_T_USER}", what="targets.t.user")
+        assert (
+            redact("auth failed for loader with s3cr3t-value") == "auth failed for loader with ***"
+        )
+    finally:
+        secrets.clear_cache()
+    assert redact("s3cr3t-value") == "s3cr3t-value"  # forgotten with the cache

@@ -60,6 +60,10 @@ _cache_lock = threading.Lock()
 #: them would garble ordinary text.
 _resolved: set[str] = set()
 MIN_MASKED_LENGTH = 4
+#: Settings whose resolved values are not secrets (left unmasked).
+NOT_SECRET = frozenset(
+    {"user", "host", "hostaddr", "port", "dbname", "sslmode", "service", "project"}
+)
 
 
 def redact(text: str) -> str:
@@ -132,12 +136,17 @@ def resolve(text: str, *, what: str) -> str:
     """
     if not has_reference(text):
         return text
-    return REFERENCE.sub(lambda m: _remembered(_value(m, what)), text)
+    if REFERENCE.fullmatch(text):
+        return _remembered(REFERENCE.sub(lambda m: _value(m, what), text), what)
+    # a reference inside a value (a URL's password): the value's own form is redacted
+    return REFERENCE.sub(lambda m: _value(m, what), text)
 
 
-def _remembered(value: str) -> str:
-    """``value``, remembered for :func:`redact`."""
-    if len(value) >= MIN_MASKED_LENGTH:
+def _remembered(value: str, what: str) -> str:
+    """A whole value a reference resolved to, remembered for :func:`redact` unless its setting
+    is not a secret (a user name or a host may come from a reference too, and masking them
+    would garble messages)."""
+    if len(value) >= MIN_MASKED_LENGTH and what.rsplit(".", 1)[-1] not in NOT_SECRET:
         _resolved.add(value)
     return value
 
@@ -146,6 +155,7 @@ def clear_cache() -> None:
     """Forget every resolved value (tests; a long-lived process after a rotation)."""
     with _cache_lock:
         _cache.clear()
+        _resolved.clear()
 
 
 def secret_error(reason: str, detail: str, *, hint: str | None = None) -> SecretError:
