@@ -155,24 +155,10 @@ def _is_number(value: str) -> bool:
 def registry(database_url: str, expected: Mapping[str, float] | None = None) -> CollectorRegistry:
     """The exporter's registry: the state collector, ``bq2pg_build_info`` and the exporter
     process's own metrics."""
-    from prometheus_client import REGISTRY
-
     reg = CollectorRegistry()
     reg.register(StateCollector(database_url, dict(expected or {})))
-    reg.register(_Only(REGISTRY, ("bq2pg_build", "process_", "python_")))
+    reg.register(metrics.Only("bq2pg_build", "process_", "python_"))
     return reg
-
-
-class _Only(Collector):
-    """The families of another registry whose names start with one of ``prefixes``."""
-
-    def __init__(self, source: CollectorRegistry, prefixes: tuple[str, ...]) -> None:
-        self.source, self.prefixes = source, prefixes
-
-    def collect(self) -> Iterator[Metric]:
-        for family in self.source.collect():
-            if family.name.startswith(self.prefixes):
-                yield family
 
 
 def serve(

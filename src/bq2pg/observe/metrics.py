@@ -166,16 +166,20 @@ def set_watermark(target_table: str, value: str) -> None:
         WATERMARK.labels(target_table).set(number)
 
 
-class _Ours:
-    """The ``bq2pg_*`` families of the default registry (what a run pushes)."""
+class Only:
+    """The families of the default registry whose names start with one of ``prefixes`` (what
+    a run pushes; what the exporter serves beside its own)."""
+
+    def __init__(self, *prefixes: str) -> None:
+        self.prefixes = prefixes
 
     def collect(self) -> Iterator[Metric]:
         for metric in REGISTRY.collect():
-            if metric.name.startswith("bq2pg_"):
+            if metric.name.startswith(self.prefixes):
                 yield metric
 
 
-OURS = _Ours()
+OURS = Only("bq2pg_")
 
 _served: dict[int, object] = {}
 _served_lock = threading.Lock()
