@@ -21,6 +21,8 @@
     │   ├── RowRejectedError          a row's data refused (the writer dead-letters it)
     │   ├── ConcurrentRunError        another run holds the target's lock          exit 6
     │   └── VerificationError         stored rows differ from the ledger's          exit 7
+    ├── QualityGateError              an error-severity quality rule (or a blocking
+    │                                 anomaly) failed: nothing was published       exit 11
     └── EmbeddedError                 the embedded PostgreSQL or emulator failed   exit 5
 
     [T] = also a :class:`Transient`: retrying the same thing may succeed.
@@ -56,6 +58,7 @@ __all__ = [
     "FilterError",
     "IdentifierError",
     "NothingToResumeError",
+    "QualityGateError",
     "RowRejectedError",
     "SecretError",
     "SessionExpiredError",
@@ -229,6 +232,22 @@ class VerificationError(TargetError):
     """Rows in PostgreSQL differ from the rows the ledger says were committed."""
 
     exit_code = 7
+
+
+class QualityGateError(Bq2pgError):
+    """The run loaded and verified its rows, and a quality rule of severity ``error`` (or an
+    anomaly configured to block) failed on them: nothing was published, the targets keep their
+    previous content, and the run ends ``failed_quality``. Its side tables stay for diagnosis
+    until the next run of the target or ``bq2pg state reset``.
+
+    ``failures`` holds the failed checks (``quality.rules.Outcome``) for the summary.
+    """
+
+    exit_code = 11
+
+    def __init__(self, message: str, *, failures: tuple[Any, ...] = (), **fields: Any) -> None:
+        super().__init__(message, **fields)
+        self.failures = failures
 
 
 class EmbeddedError(Bq2pgError):

@@ -27,7 +27,7 @@ SESSION_LIFETIME_S = 5 * 3600
 ARGUMENTS_FORMAT = 2
 #: What kind of job a run was.
 Kind = Literal["copy", "patents"]
-Status = Literal["running", "succeeded", "failed", "abandoned"]
+Status = Literal["running", "succeeded", "failed", "abandoned", "failed_quality"]
 
 
 def pack_arguments(kind: Kind, request: dict[str, Any]) -> dict[str, Any]:

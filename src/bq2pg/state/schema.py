@@ -1,8 +1,11 @@
 """bq2pg's own state tables in the target database (schema ``bq2pg``): their DDL and upgrades.
 
 ``runs`` holds one row per run, ``chunks`` is the ledger, ``watermarks`` the incremental
-cursors, ``dead_letters`` the rows PostgreSQL rejected. A state schema made by an older bq2pg
-is upgraded in place: every column added since the first release is added when missing.
+cursors, ``dead_letters`` the rows PostgreSQL rejected, ``quality_results`` the quality rules'
+outcomes, ``profiles`` the columns' statistics, ``anomalies`` the unusual runs, ``lineage`` the
+column-level edges from sources to targets, and ``audit`` one append-only row per action (a
+trigger refuses UPDATE, DELETE and TRUNCATE). A state schema made by an older bq2pg is upgraded
+in place: every column and table added since the first release is added when missing.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ CREATE TABLE IF NOT EXISTS bq2pg.runs (
     target       text NOT NULL,
     mode         text NOT NULL,
     arguments    jsonb NOT NULL,
-    status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned')),
+    status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned',
+                                                 'failed_quality')),
     started_at   timestamptz NOT NULL,
     finished_at  timestamptz,
     rows_read    bigint,
@@ -69,7 +73,106 @@ CREATE TABLE IF NOT EXISTS bq2pg.dead_letters (
     raw           text NOT NULL,
     created_at    timestamptz NOT NULL DEFAULT now()
 );
+CREATE TABLE IF NOT EXISTS bq2pg.quality_results (
+    id            bigserial PRIMARY KEY,
+    run_id        uuid REFERENCES bq2pg.runs ON DELETE CASCADE,
+    target        text NOT NULL,
+    table_name    text NOT NULL,
+    rule          text NOT NULL,
+    name          text NOT NULL,
+    severity      text NOT NULL CHECK (severity IN ('error', 'warn')),
+    evaluated     bigint NOT NULL,
+    failing       bigint NOT NULL,
+    ratio         double precision,
+    samples       jsonb NOT NULL DEFAULT '[]',
+    passed        boolean NOT NULL,
+    definition    jsonb NOT NULL DEFAULT '{}',
+    checked_at    timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS quality_results_run_idx ON bq2pg.quality_results (run_id);
+CREATE INDEX IF NOT EXISTS quality_results_table_idx
+    ON bq2pg.quality_results (table_name, checked_at);
+CREATE TABLE IF NOT EXISTS bq2pg.profiles (
+    id                 bigserial PRIMARY KEY,
+    run_id             uuid REFERENCES bq2pg.runs ON DELETE SET NULL,
+    table_name         text NOT NULL,
+    column_name        text NOT NULL,
+    data_type          text,
+    row_estimate       bigint,
+    null_frac          double precision,
+    distinct_estimate  double precision,
+    min_value          text,
+    max_value          text,
+    most_common        jsonb,
+    avg_width          integer,
+    profiled_at        timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS profiles_table_idx ON bq2pg.profiles (table_name, profiled_at);
+CREATE TABLE IF NOT EXISTS bq2pg.anomalies (
+    id            bigserial PRIMARY KEY,
+    run_id        uuid REFERENCES bq2pg.runs ON DELETE CASCADE,
+    job           text,
+    target        text NOT NULL,
+    table_name    text,
+    metric        text NOT NULL,
+    value         double precision,
+    expected      double precision,
+    score         double precision,
+    method        text NOT NULL,
+    severity      text NOT NULL CHECK (severity IN ('error', 'warn')),
+    message       text NOT NULL,
+    detected_at   timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS anomalies_job_idx ON bq2pg.anomalies (job, detected_at);
+CREATE TABLE IF NOT EXISTS bq2pg.lineage (
+    id                bigserial PRIMARY KEY,
+    run_id            uuid REFERENCES bq2pg.runs ON DELETE CASCADE,
+    source_namespace  text NOT NULL,
+    source_name       text NOT NULL,
+    source_fields     text[] NOT NULL,
+    target_namespace  text NOT NULL,
+    target_name       text NOT NULL,
+    target_column     text NOT NULL,
+    transformation    text NOT NULL,
+    description       text,
+    recorded_at       timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX IF NOT EXISTS lineage_target_idx ON bq2pg.lineage (target_name, target_column);
+CREATE INDEX IF NOT EXISTS lineage_source_idx ON bq2pg.lineage (source_name);
+CREATE TABLE IF NOT EXISTS bq2pg.audit (
+    id         bigserial PRIMARY KEY,
+    at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    actor      text NOT NULL,
+    host       text,
+    action     text NOT NULL,
+    target     text,
+    arguments  jsonb NOT NULL DEFAULT '{}',
+    outcome    text NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at_idx ON bq2pg.audit (at);
+CREATE OR REPLACE FUNCTION bq2pg.audit_append_only() RETURNS trigger
+LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'bq2pg.audit is append-only: % is refused', TG_OP
+        USING ERRCODE = 'insufficient_privilege';
+END
+$$;
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_trigger WHERE tgname = 'audit_append_only'
+                   AND tgrelid = 'bq2pg.audit'::regclass) THEN
+        CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON bq2pg.audit
+            FOR EACH ROW EXECUTE FUNCTION bq2pg.audit_append_only();
+        CREATE TRIGGER audit_no_truncate BEFORE TRUNCATE ON bq2pg.audit
+            FOR EACH STATEMENT EXECUTE FUNCTION bq2pg.audit_append_only();
+    END IF;
+END
+$$;
 """
+
+#: The state tables (besides ``runs`` and ``chunks``, whose columns :data:`_UPGRADES` checks).
+TABLES = ("watermarks", "dead_letters", "quality_results", "profiles", "anomalies", "lineage",
+          "audit")  # fmt: skip
 
 
 #: Every column a state table may lack when an older bq2pg created it, with the type it is
@@ -85,6 +188,8 @@ _UPGRADES = [
     ("runs", "plan", "jsonb"),
     ("runs", "pg_bytes", "bigint"),
     ("runs", "job", "text"),
+    ("runs", "skip_quality", "boolean NOT NULL DEFAULT false"),
+    ("runs", "retries", "integer"),
     ("chunks", "bytes", "bigint NOT NULL DEFAULT 0"),
     ("chunks", "dead_letters", "integer NOT NULL DEFAULT 0"),
     ("chunks", "checksums", "jsonb"),
@@ -94,10 +199,10 @@ _UPGRADES = [
 _UPGRADE_DDL = "\n".join(
     f"ALTER TABLE bq2pg.{table} ADD COLUMN IF NOT EXISTS {column} {kind};"
     for table, column, kind in _UPGRADES
-) + (  # the status 'abandoned' came after the first release
+) + (  # the statuses 'abandoned' and 'failed_quality' came later
     "\nALTER TABLE bq2pg.runs DROP CONSTRAINT IF EXISTS runs_status_check;"
     "\nALTER TABLE bq2pg.runs ADD CONSTRAINT runs_status_check CHECK "
-    "(status IN ('running', 'succeeded', 'failed', 'abandoned'));"
+    "(status IN ('running', 'succeeded', 'failed', 'abandoned', 'failed_quality'));"
 )
 
 
@@ -112,14 +217,14 @@ def ensure(conn: psycopg.Connection) -> None:
             "SELECT count(*) FROM pg_attribute WHERE NOT attisdropped AND attnum > 0 AND "
             "(attrelid, attname) IN (SELECT to_regclass('bq2pg.' || t), c "
             "FROM unnest(%s::text[], %s::text[]) AS n(t, c)) "
-            "UNION ALL SELECT count(*) FROM unnest(ARRAY['bq2pg.watermarks', "
-            "'bq2pg.dead_letters']) AS t(name) WHERE to_regclass(name) IS NOT NULL "
+            "UNION ALL SELECT count(*) FROM unnest(%s::text[]) AS t(name) "
+            "WHERE to_regclass('bq2pg.' || name) IS NOT NULL "
             "UNION ALL SELECT count(*) FROM pg_constraint WHERE conname = 'runs_status_check' "
             "AND conrelid = to_regclass('bq2pg.runs') "
-            "AND pg_get_constraintdef(oid) LIKE '%%abandoned%%'",
-            [[t for t, _, _ in _UPGRADES], [c for _, c, _ in _UPGRADES]],
+            "AND pg_get_constraintdef(oid) LIKE '%%failed_quality%%'",
+            [[t for t, _, _ in _UPGRADES], [c for _, c, _ in _UPGRADES], list(TABLES)],
         ).fetchall()
-        if [r[0] for r in found] == [len(_UPGRADES), 2, 1]:
+        if [r[0] for r in found] == [len(_UPGRADES), len(TABLES), 1]:
             return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [STATE_DDL_LOCK])
