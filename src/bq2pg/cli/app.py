@@ -17,6 +17,7 @@ from rich.text import Text
 from bq2pg import __version__
 from bq2pg.cli import configured, export, exporter, jobs, load, local
 from bq2pg.cli import doctor as cli_doctor
+from bq2pg.cli import quality as cli_quality
 from bq2pg.cli import state as cli_state
 from bq2pg.cli.configured import ConfigOpt, EnvOpt
 from bq2pg.cli.shared import (
@@ -47,6 +48,7 @@ app.add_typer(export.export_app, name="export")
 app.command()(cli_state.verify)
 app.add_typer(cli_state.dlq_app, name="dlq")
 app.add_typer(cli_state.state_app, name="state")
+app.add_typer(cli_quality.quality_app, name="quality")
 
 
 def _version(value: bool) -> None:

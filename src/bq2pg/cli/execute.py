@@ -22,13 +22,16 @@ from bq2pg.cli.shared import RichProgress, err, out, split_list
 from bq2pg.config import jobs as config_jobs
 from bq2pg.config.file import Resolved
 from bq2pg.engine import copy as copy_engine
-from bq2pg.engine import estimate
+from bq2pg.engine import estimate, publishing
 from bq2pg.engine.result import RunResult
 from bq2pg.engine.run import run_job
 from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
 from bq2pg.observe import metrics, tracing
 from bq2pg.observe.log import get_logger
 from bq2pg.patents import pipeline as patents_pipeline
+from bq2pg.patents import quality as patents_quality
+from bq2pg.plan.tables import TablePlan
+from bq2pg.quality import rules
 
 log = get_logger(__name__)
 
@@ -102,6 +105,7 @@ def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = Fa
         patents = patents_request(values, url)
         job = patents_pipeline.build_job(src, patents)
         label = f"patents {patents.source}"
+    job = dataclasses.replace(job, **quality_options(resolved, cfg, job.plan))
     price = values.get("price_per_tib_usd")
     plan = estimate.estimate(
         src, job, price_per_tib_usd=estimate.PRICE_PER_TIB_USD if price is None else price
@@ -121,6 +125,43 @@ def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = Fa
             _run(label, lambda progress: run_job(src, job, progress))
         else:
             _run(label, lambda progress: patents_pipeline.run_built(src, patents, job, progress))
+
+
+def quality_rules(resolved: Resolved, cfg: config_jobs.Config, plan: TablePlan) -> list[rules.Rule]:
+    """The job's quality rules, checked against its tables before anything is read: the
+    model's built-in ones (patents), then bq2pg.yaml's ``quality:`` section, then the job's
+    ``quality:`` key, then ``--quality FILE`` (a later rule of the same table and name wins)."""
+    values = resolved.values
+    layers: list[list[rules.Rule]] = []
+    if resolved.kind == "patents" and values.get("default_rules", True):
+        layers.append(patents_quality.builtin(plan))
+    section, origins = cfg.section("quality", "")
+    for table, entries in section.items():
+        layers.append(rules.parse({table: entries}, str(origins.get(table, "bq2pg.yaml"))))
+    own = values.get("quality")
+    if own:
+        document = {plan.qualified: own} if isinstance(own, list) else own
+        layers.append(rules.parse(document, str(resolved.origins.get("quality", "the job"))))
+    if values.get("quality_file"):
+        layers.append(rules.parse_file(values["quality_file"]))
+    bound, ignored = rules.bind(rules.merge(*layers), plan)
+    if ignored:
+        log.info("quality.other_tables", tables=ignored, detail="rules of tables this run "
+                 "does not write are ignored")  # fmt: skip
+    return bound
+
+
+def quality_options(resolved: Resolved, cfg: config_jobs.Config, plan: TablePlan) -> dict[str, Any]:
+    """The job's quality, profile and anomaly settings (the library's ``Job`` fields)."""
+    values = resolved.values
+    found: dict[str, Any] = {
+        "quality": tuple(quality_rules(resolved, cfg, plan)),
+        "skip_quality": bool(values.get("skip_quality")),
+        "profile": values.get("profile", True) is not False,
+    }
+    if values.get("quality_samples") is not None:
+        found["quality_samples"] = int(values["quality_samples"])
+    return found
 
 
 @contextlib.contextmanager
@@ -148,6 +189,24 @@ def observed(values: dict[str, Any], job: str, target_table: str) -> Iterator[No
         if provider is not None:
             provider.shutdown()  # flushes the spans still queued
             tracing.use(None)
+
+
+def quality_summary(result: RunResult) -> None:
+    """The quality rules' outcome: the score, and every failed rule with its examples."""
+    if result.skip_quality:
+        err.print("[yellow]quality rules skipped (--skip-quality): recorded with the run")
+        return
+    if not result.quality:
+        return
+    failed = [o for o in result.quality if not o.passed]
+    score = result.quality_score
+    out.print(
+        f"quality: {len(result.quality) - len(failed)} of {len(result.quality)} rule(s) passed"
+        + (f", score {score:.1f}/100" if score is not None else "")
+    )
+    for o in failed:
+        err.print(f"quality warning: {publishing.describe(o)}", style="yellow", markup=False,
+                  highlight=False)  # fmt: skip
 
 
 def _run(label: str, job: Callable[[RichProgress], RunResult]) -> None:
@@ -185,6 +244,7 @@ def summary(result: RunResult) -> None:
         + (f", content checksums of {len(result.checksummed)}" if result.checksummed else "")
         + (f" ({counted} without checksummable columns)" if result.checksummed and counted else "")
     )
+    quality_summary(result)
     if result.duplicates_collapsed:
         out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
     if result.dead_letters:

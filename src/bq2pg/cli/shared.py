@@ -231,3 +231,28 @@ OtlpEndpointOpt = Annotated[
         "http://HOST:4317 for gRPC) [env: OTEL_EXPORTER_OTLP_ENDPOINT; default: off].",
     ),
 ]
+QualityFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--quality",
+        help="A quality rules file (YAML: quality: {TABLE: [rules]}); its rules join those of "
+        "bq2pg.yaml and are evaluated before publishing [bq2pg.yaml: quality_file].",
+        show_default=False,
+    ),
+]
+SkipQualityOpt = Annotated[
+    bool,
+    typer.Option(
+        "--skip-quality",
+        help="Publish without evaluating the quality rules (recorded with the run and in the "
+        "audit trail).",
+    ),
+]
+ProfileOpt = Annotated[
+    bool,
+    typer.Option(
+        "--profile/--no-profile",
+        help="After publishing, store each column's profile (from ANALYZE's statistics: no "
+        "extra scan) in bq2pg.profiles.",
+    ),
+]

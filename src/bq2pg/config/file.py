@@ -140,7 +140,7 @@ def is_name(parent: Key) -> bool:
         return True
     if parent and parent[0] == "environments":
         parent = parent[2:]
-    return parent in (("targets",), ("sources",), ("jobs",))
+    return parent in (("targets",), ("sources",), ("jobs",), ("quality",))
 
 
 def _container(key: Key) -> bool:
@@ -196,6 +196,7 @@ def allowed(parent: Key) -> frozenset[str] | None:
         "targets": model.TARGET_KEYS,
         "sources": model.SOURCE_KEYS,
         "budget": model.BUDGET_KEYS,
+        "lineage": model.LINEAGE_KEYS,
     }.get(section, frozenset())
 
 

@@ -91,6 +91,13 @@ class JobOptions(_Strict):
     metrics_linger: float | None = Field(default=None, ge=0)
     pushgateway: str | None = None
     otlp_endpoint: str | None = None
+    #: Quality rules: a list (on the job's target table) or a mapping of tables to lists.
+    quality: dict[str, Any] | list[Any] | None = None
+    quality_file: str | None = None
+    skip_quality: bool | None = None
+    quality_samples: int | None = Field(default=None, ge=0, le=1000)
+    profile: bool | None = None
+    anomaly_severity: Literal["warn", "error"] | None = None
     # copy
     table: str | None = None
     columns: CommaList = None
@@ -112,6 +119,21 @@ class JobOptions(_Strict):
     drop_tables: bool | None = None
     with_cpc_definitions: bool | None = None
     cpc_source: str | None = None
+    default_rules: bool | None = None
+
+
+class LineageConfig(_Strict):
+    """Where OpenLineage events go (off when unset and ``OPENLINEAGE_URL`` /
+    ``OPENLINEAGE_CONFIG`` are unset): ``http`` (url, endpoint, api_key), ``file`` (path) or
+    ``console``."""
+
+    transport: Literal["http", "file", "console"] | None = None
+    url: str | None = None
+    endpoint: str | None = None
+    api_key: str | None = None
+    timeout: float | None = Field(default=None, gt=0)
+    path: str | None = None
+    namespace: str | None = None
 
 
 class Environment(_Strict):
@@ -122,6 +144,9 @@ class Environment(_Strict):
     jobs: dict[str, JobOptions] = {}
     defaults: JobOptions = JobOptions()
     budget: BudgetConfig = BudgetConfig()
+    #: Quality rules of any job's tables: a mapping of tables to lists of rules.
+    quality: dict[str, Any] = {}
+    lineage: LineageConfig = LineageConfig()
 
 
 class Document(Environment):
@@ -141,7 +166,8 @@ JOB_KEYS = frozenset(key_name(f) for f in JobOptions.model_fields) | {"to"}
 TARGET_KEYS = frozenset(TargetConfig.model_fields)
 SOURCE_KEYS = frozenset(SourceConfig.model_fields)
 BUDGET_KEYS = frozenset(BudgetConfig.model_fields)
-SECTIONS = ("targets", "sources", "jobs", "defaults", "budget")
+LINEAGE_KEYS = frozenset(LineageConfig.model_fields)
+SECTIONS = ("targets", "sources", "jobs", "defaults", "budget", "quality", "lineage")
 TOP_KEYS = (*SECTIONS, "environments")
 
 #: Keys of both kinds of job, then the keys only one kind has.
@@ -149,7 +175,8 @@ COMMON_KEYS = frozenset(
     {"kind", "target", "to", "bigquery", "source", "limit", "streams", "checksum", "executor",
      "resume", "dry_run", "max_bytes", "max_usd", "project", "bigquery_endpoint",
      "bigquery_storage_endpoint", "emulator", "metrics_port", "metrics_linger", "pushgateway",
-     "otlp_endpoint"}
+     "otlp_endpoint", "quality", "quality_file", "skip_quality", "quality_samples", "profile",
+     "anomaly_severity"}
 )  # fmt: skip
 COPY_KEYS = frozenset(
     {"table", "columns", "where", "mode", "key", "nested", "drop", "incremental", "lag"}
@@ -165,13 +192,14 @@ BUILTIN: dict[str, dict[str, Any]] = {
     "copy": {
         "mode": "replace", "nested": "jsonb", "drop": False, "checksum": True,
         "executor": "local", "resume": False, "dry_run": False, "bigquery": "default",
-        "streams": DEFAULT_STREAMS,
+        "streams": DEFAULT_STREAMS, "skip_quality": False, "profile": True,
     },
     "patents": {
         "source": "patents-public-data.patents.publications", "schema": "patents",
         "test": False, "full_text": False, "drop_tables": False,
         "with_cpc_definitions": False, "cpc_source": "patents-public-data.cpc.definition",
         "checksum": True, "executor": "local", "resume": False, "dry_run": False,
-        "bigquery": "default", "streams": DEFAULT_STREAMS,
+        "bigquery": "default", "streams": DEFAULT_STREAMS, "skip_quality": False,
+        "profile": True, "default_rules": True,
     },
 }  # fmt: skip

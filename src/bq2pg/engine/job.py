@@ -20,6 +20,7 @@ from bq2pg.engine import dask as executor_module
 from bq2pg.engine.stream import Split
 from bq2pg.plan.tables import Field, Index, TablePlan
 from bq2pg.postgres.target import Mode
+from bq2pg.quality.rules import DEFAULT_SAMPLES, Rule
 from bq2pg.state.runs import Kind
 
 #: ``auto``: ``replace`` when the target does not exist yet, else ``merge`` (the patents model).
@@ -80,6 +81,14 @@ class Job:
     estimate: dict[str, Any] | None = None
     #: The job's name in bq2pg.yaml (None: an ad-hoc ``copy``/``patents``; its kind names it).
     name: str | None = None
+    #: Quality rules evaluated on the side tables before publishing (``quality.rules.bind``).
+    quality: tuple[Rule, ...] = ()
+    #: Publish without evaluating the rules (``--skip-quality``, recorded with the run).
+    skip_quality: bool = False
+    #: Failing rows kept per rule as examples.
+    quality_samples: int = DEFAULT_SAMPLES
+    #: Profile the tables (from ANALYZE's statistics) after publishing, into bq2pg.profiles.
+    profile: bool = True
 
     @property
     def label(self) -> str:

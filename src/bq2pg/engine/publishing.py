@@ -11,13 +11,15 @@ is never applied twice.
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import uuid
 from dataclasses import dataclass
 from functools import partial
 
 from bq2pg.config.settings import tuning
 from bq2pg.engine.job import Job
-from bq2pg.errors import Bq2pgError
+from bq2pg.errors import Bq2pgError, QualityGateError
 from bq2pg.observe import metrics, tracing
 from bq2pg.observe.log import get_logger
 from bq2pg.observe.progress import Progress
@@ -27,7 +29,7 @@ from bq2pg.postgres import publish as tables
 from bq2pg.postgres.connection import Connection
 from bq2pg.postgres.lock import LockedConnection
 from bq2pg.postgres.target import Mode, physical
-from bq2pg.quality import verify
+from bq2pg.quality import gate, results, rules, verify
 from bq2pg.state import runs, watermarks
 
 log = get_logger(__name__)
@@ -39,10 +41,12 @@ AFTER_PUBLISH_ATTEMPTS = 5
 
 @dataclass(frozen=True)
 class Published:
-    """What publishing did: duplicate keys a merge collapsed, tables checksum-verified."""
+    """What publishing did: duplicate keys a merge collapsed, tables checksum-verified, and
+    the quality rules' outcomes."""
 
     duplicates: int
     checksummed: list[str]
+    quality: list[gate.Outcome]
 
 
 def publish(
@@ -73,6 +77,11 @@ def publish(
             deadline,
         )  # fmt: skip
     log.info("run.verified", tables=len(checks), checksummed=sum(c.checksummed for c in checks))
+    table_rows = {c.table: c.rows or 0 for c in checks}
+    outcomes = _audit(conn, job, mode, progress, run_id, rows_read, table_rows, lanes, deadline)
+    blocking = [o for o in outcomes if o.blocking]
+    if blocking:
+        _refuse(conn, job, mode, run_id, blocking, rows_read, rows_loaded, nbytes, outcomes)
     if mode == "replace":
         keyed = [(t, physical("replace", t)) for t in plan.all_tables() if t.key]
         if keyed:
@@ -108,6 +117,7 @@ def publish(
                 c, run_id, status="succeeded", rows_read=rows_read, rows_loaded=rows_loaded,
                 nbytes=nbytes,
             )  # fmt: skip
+            results.store(c, run_id, plan.qualified, outcomes)
             if mode != "replace":
                 tables.drop_side_tables(c, plan, mode)
         return duplicates
@@ -132,7 +142,116 @@ def publish(
             lambda c: runs.record_pg_bytes(c, run_id, target.size(c, plan)),
             60.0,
         )
-    return Published(duplicates, [c.table for c in checks if c.checksummed])
+    return Published(duplicates, [c.table for c in checks if c.checksummed], outcomes)
+
+
+def _audit(
+    conn: LockedConnection,
+    job: Job,
+    mode: Mode,
+    progress: Progress,
+    run_id: uuid.UUID,
+    rows_read: int,
+    table_rows: dict[str, int],
+    lanes: int,
+    deadline: float,
+) -> list[gate.Outcome]:
+    """Evaluate the job's quality rules on the side tables (write–audit–publish), and report
+    them as metrics; nothing when ``--skip-quality`` (recorded with the run)."""
+    plan = job.plan
+    if job.skip_quality:
+        conn.call("recording --skip-quality", partial(runs.record_skip_quality, run_id=run_id),
+                  60.0)  # fmt: skip
+        log.warning("quality.skipped", rules=len(job.quality))
+        return []
+    if not job.quality:
+        return []
+    progress.phase(f"checking {len(job.quality)} quality rule(s)")
+    metrics.progressed()
+    names = [t.name for t in plan.all_tables()]
+    previous = conn.call(
+        "reading the previous run's rows",
+        lambda c: results.previous_rows(c, plan.qualified, names), 60.0,
+    )  # fmt: skip
+    ctx = gate.Context(
+        mode=mode, rows_read=rows_read, table_rows=table_rows, previous_rows=previous,
+        samples=job.quality_samples,
+    )  # fmt: skip
+    with tracing.span("bq2pg.quality", **{"bq2pg.rules": len(job.quality)}):
+        outcomes = gate.evaluate(
+            job.database_url, plan, job.quality, ctx, lanes=lanes, deadline=deadline
+        )
+    _report(job, outcomes)
+    return outcomes
+
+
+def _report(job: Job, outcomes: list[gate.Outcome]) -> None:
+    """Log every failed rule, and set the quality metrics of each table."""
+    by_table: dict[str, list[gate.Outcome]] = {}
+    for o in outcomes:
+        by_table.setdefault(o.rule.table, []).append(o)
+        if not o.passed:
+            log.log(
+                logging.ERROR if o.rule.severity == "error" else logging.WARNING,
+                "quality.failed", table=o.rule.table, rule=o.rule.name,
+                severity=o.rule.severity, failing=o.failing, evaluated=o.evaluated,
+                detail=o.detail or None,
+            )  # fmt: skip
+    labels = (job.label, job.plan.qualified)
+    for table, found in by_table.items():
+        value = rules.score([(o.rule.severity, o.passed) for o in found])
+        if value is not None:
+            metrics.QUALITY_SCORE.labels(*labels, table).set(value / 100)
+        for severity in ("error", "warn"):
+            failing = sum(not o.passed and o.rule.severity == severity for o in found)
+            metrics.QUALITY_RULES_FAILING.labels(*labels, table, severity).set(failing)
+    total = rules.score([(o.rule.severity, o.passed) for o in outcomes])
+    log.info("quality.checked", rules=len(outcomes), failed=sum(not o.passed for o in outcomes),
+             score=None if total is None else round(total, 1))  # fmt: skip
+
+
+def describe(outcome: gate.Outcome) -> str:
+    """One failed rule in words: table, rule, failing count, examples."""
+    o = outcome
+    what = o.detail or f"{o.failing:,} of {o.evaluated:,} row(s) fail ({o.ratio:.2%})"
+    examples = ""
+    if o.samples:
+        shown = ", ".join(json.dumps(s, default=str) for s in o.samples[:3])
+        examples = f"; e.g. {shown}" + (" …" if len(o.samples) > 3 else "")
+    return f"{o.rule.table} {o.rule.name} [{o.rule.severity}]: {what}{examples}"
+
+
+def _refuse(
+    conn: LockedConnection,
+    job: Job,
+    mode: Mode,
+    run_id: uuid.UUID,
+    blocking: list[gate.Outcome],
+    rows_read: int,
+    rows_loaded: int,
+    nbytes: int,
+    outcomes: list[gate.Outcome] | None = None,
+) -> None:
+    """Record the failed gate (the outcomes, status ``failed_quality``, the kept side tables)
+    in one transaction, and stop the run: nothing is published."""
+    plan = job.plan
+    message = (
+        f"the quality gate of {plan.qualified} failed, nothing was published (the side tables "
+        f"are kept for diagnosis until the next run or `bq2pg state reset`): "
+        + "; ".join(describe(o) for o in blocking)
+    )
+
+    def record(c: Connection) -> None:
+        sides = [ddl.ident(t.schema, physical(mode, t)).as_string(c) for t in plan.all_tables()]
+        with c.transaction():
+            results.store(c, run_id, plan.qualified, outcomes if outcomes is not None else blocking)
+            runs.record_quality_failure(
+                c, run_id, rows_read=rows_read, rows_loaded=rows_loaded, nbytes=nbytes,
+                error=message, side_tables=sides,
+            )  # fmt: skip
+
+    conn.call("recording the failed quality gate", record, 60.0)
+    raise QualityGateError(message, table=plan.qualified, failures=tuple(blocking))
 
 
 def _after(job: Job, progress: Progress, deadline: float) -> None:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from bq2pg.quality.gate import Outcome
+from bq2pg.quality.rules import score
+
 
 @dataclass(frozen=True)
 class TableResult:
@@ -40,10 +43,18 @@ class RunResult:
     checksummed: list[str] = field(default_factory=list)
     #: Source rows PostgreSQL rejected, kept in ``bq2pg.dead_letters`` (rows_read counts them).
     dead_letters: int = 0
+    #: The quality rules' outcomes (empty: no rules, or ``skip_quality``).
+    quality: list[Outcome] = field(default_factory=list)
+    skip_quality: bool = False
 
     @property
     def bytes(self) -> int:
         return sum(t.bytes for t in self.tables)
+
+    @property
+    def quality_score(self) -> float | None:
+        """The run's quality score, 0–100 (None: no rules were evaluated)."""
+        return score([(o.rule.severity, o.passed) for o in self.quality])
 
     @property
     def rows_per_second(self) -> float:

@@ -42,6 +42,7 @@ from bq2pg.errors import (
     Bq2pgError,
     ConcurrentRunError,
     NothingToResumeError,
+    QualityGateError,
     SessionExpiredError,
 )
 from bq2pg.observe import context, metrics, tracing
@@ -52,7 +53,7 @@ from bq2pg.postgres import target
 from bq2pg.postgres.connection import Connection
 from bq2pg.postgres.lock import LockedConnection
 from bq2pg.postgres.target import Mode, physical
-from bq2pg.quality import checksum
+from bq2pg.quality import checksum, gate
 from bq2pg.quality.verify import checksum_columns
 from bq2pg.state import ledger, runs, schema, watermarks
 
@@ -98,7 +99,8 @@ def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunRe
         try:
             result = _locked(source, job, progress, span, started, ids)
         except BaseException as exc:
-            metrics.RUNS.labels(*labels, "failed").inc()
+            status = "failed_quality" if isinstance(exc, QualityGateError) else "failed"
+            metrics.RUNS.labels(*labels, status).inc()
             log.error(
                 "run.failed", run_id=ids.get("run_id"), error=_message(exc),
                 error_type=type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG),
@@ -135,6 +137,11 @@ def _locked(
     conn = LockedConnection(job.database_url, job.plan.qualified)  # the lock comes first
     try:
         conn.call("creating bq2pg's state tables", schema.ensure, PREPARE_TIMEOUT_S)
+        if job.quality and not job.skip_quality:  # before anything is read
+            conn.call(
+                "checking the quality rules", partial(gate.check_in_database, rules=job.quality),
+                60.0,
+            )  # fmt: skip
         resolved = conn.call("preparing the run", partial(_resolve, job), PREPARE_TIMEOUT_S)
         resume = conn.call(
             "looking for an interrupted run", partial(_find_resume, job, resolved),
@@ -238,7 +245,7 @@ def _start(job: Job, resolved: Resolved, conn: Connection) -> uuid.UUID:
 def _still_ours(run_id: uuid.UUID, conn: Connection) -> None:
     """After a reconnection: nobody abandoned or finished the run while its lock was gone."""
     status = runs.status(conn, run_id)
-    if status not in ("running", "failed", "succeeded"):
+    if status not in ("running", "failed", "succeeded", "failed_quality"):
         raise ConcurrentRunError(
             f"run {run_id} was taken over ({status}) while its connection was lost; the run "
             "stops (its committed rows are in the ledger)"
@@ -246,7 +253,7 @@ def _still_ours(run_id: uuid.UUID, conn: Connection) -> None:
 
 
 def _failed(run_id: uuid.UUID, message: str, conn: Connection) -> None:
-    if runs.status(conn, run_id) != "succeeded":
+    if runs.status(conn, run_id) not in ("succeeded", "failed_quality"):
         runs.finish(conn, run_id, status="failed", rows_read=0, rows_loaded=0, nbytes=0,
                     error=message)  # fmt: skip
 
@@ -378,4 +385,6 @@ def _run(
         resumed=resume is not None,
         dead_letters=committed.dead_letters,
         checksummed=published.checksummed,
+        quality=published.quality,
+        skip_quality=job.skip_quality,
     )

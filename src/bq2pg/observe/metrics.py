@@ -104,6 +104,27 @@ VERIFICATION_MISMATCHES = Counter(
     "Tables whose row counts or checksums did not match the ledger when a run verified them.",
     ["target_table"],
 )
+QUALITY_SCORE = Gauge(
+    "bq2pg_quality_score_ratio",
+    "The table's quality score at the job's last checked run, 0 to 1: the severity-weighted "
+    "share of its rules that passed (docs/quality.md).",
+    [*_RUN, "table"],
+)
+QUALITY_RULES_FAILING = Gauge(
+    "bq2pg_quality_rules_failing",
+    "Quality rules of the table that failed at the job's last checked run, by severity.",
+    [*_RUN, "table", "severity"],
+)
+ANOMALIES = Counter(
+    "bq2pg_anomalies_total",
+    "Unusual runs found by the anomaly detection, by metric and severity.",
+    [*_RUN, "metric", "severity"],
+)
+LINEAGE_EVENTS = Counter(
+    "bq2pg_lineage_events_total",
+    "OpenLineage events sent, or that failed to reach the lineage backend (never failing a run).",
+    ["status"],
+)
 
 HTTP_SECONDS = Histogram(
     "bq2pg_http_request_duration_seconds",

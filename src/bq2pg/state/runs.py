@@ -202,6 +202,41 @@ def finish(
     )
 
 
+def record_quality_failure(
+    conn: psycopg.Connection,
+    run_id: uuid.UUID,
+    *,
+    rows_read: int,
+    rows_loaded: int,
+    nbytes: int,
+    error: str,
+    side_tables: list[str],
+) -> None:
+    """Record that a run's quality gate failed: nothing was published; its side tables
+    (``schema.table``) stay for diagnosis until the next run or ``bq2pg state reset``."""
+    finish(conn, run_id, status="failed_quality", rows_read=rows_read, rows_loaded=rows_loaded,
+           nbytes=nbytes, error=error)  # fmt: skip
+    conn.execute(
+        "UPDATE bq2pg.runs SET side_tables = %s WHERE run_id = %s", [Jsonb(side_tables), run_id]
+    )
+
+
+def record_skip_quality(conn: psycopg.Connection, run_id: uuid.UUID) -> None:
+    """Record that the run publishes without evaluating its quality rules."""
+    conn.execute("UPDATE bq2pg.runs SET skip_quality = true WHERE run_id = %s", [run_id])
+
+
+def kept_side_tables(conn: psycopg.Connection, target: str) -> list[str]:
+    """Side tables (``schema.table``) that runs of ``target`` stopped by their quality gate
+    kept, and that still exist."""
+    rows = conn.execute(
+        "SELECT DISTINCT t FROM bq2pg.runs, jsonb_array_elements_text(side_tables) AS t "
+        "WHERE target = %s AND status = 'failed_quality' AND to_regclass(t) IS NOT NULL",
+        [target],
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
 def interrupted(conn: psycopg.Connection, target: str, fingerprint: str) -> Interrupted | None:
     """The run of the same job on ``target`` that stopped without finishing, if any.
 
@@ -279,11 +314,14 @@ def succeeded(conn: psycopg.Connection, target: str) -> list[tuple[uuid.UUID, st
 
 
 def reset(conn: psycopg.Connection, target: str) -> int:
-    """Forget ``target``'s unfinished runs and its watermark (the next run starts over), under
-    the target's lock. Returns the number of runs forgotten."""
+    """Forget ``target``'s unfinished runs and its watermark (the next run starts over), and
+    drop the side tables a failed quality gate kept, under the target's lock. Returns the
+    number of runs forgotten."""
     with conn.transaction():
         lock.lock(conn, target)
         watermarks.forget(conn, target)
+        for side in kept_side_tables(conn, target):  # kept by a failed quality gate
+            conn.execute(sql.SQL("DROP TABLE IF EXISTS {}").format(sql.SQL(side)))
         count = abandon(conn, target, "reset by bq2pg state reset")
         lock.unlock(conn, target)
     return count

@@ -190,6 +190,7 @@ _UPGRADES = [
     ("runs", "job", "text"),
     ("runs", "skip_quality", "boolean NOT NULL DEFAULT false"),
     ("runs", "retries", "integer"),
+    ("runs", "side_tables", "jsonb"),
     ("chunks", "bytes", "bigint NOT NULL DEFAULT 0"),
     ("chunks", "dead_letters", "integer NOT NULL DEFAULT 0"),
     ("chunks", "checksums", "jsonb"),
