@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
+from bq2pg import admin
 from bq2pg.bigquery.client import Source, TableRef
 from bq2pg.bigquery.seed import create_table, load_arrow
 from bq2pg.engine import copy as copy_engine
@@ -265,8 +266,13 @@ def test_relationships_finds_orphan_child_rows(source, dataset, pg_url, pg_schem
     pg.execute(sql.SQL("CREATE TABLE {} (id bigint)").format(sql.Identifier(pg_schema, "known")))
     pg.execute(sql.SQL("INSERT INTO {} SELECT generate_series(0, 5)").format(
         sql.Identifier(pg_schema, "known")))  # fmt: skip
-    rule = {"rule": "relationships", "column": "parent_id", "to": f"{pg_schema}.known",
-            "field": "id", "severity": "warn"}
+    rule = {
+        "rule": "relationships",
+        "column": "parent_id",
+        "to": f"{pg_schema}.known",
+        "field": "id",
+        "severity": "warn",
+    }
     result = load(source, table_id, pg_url, pg_schema, doc(rule, table="items__parts"), **TABLES)
     (o,) = result.quality
     # ids 6..11 with parts (i % 3 parts): 7, 8, 10, 11 → 1 + 2 + 1 + 2 rows
@@ -457,3 +463,30 @@ def test_cli_gate_exit_code_summary_and_quality_show(
     assert found["scores"][f"{pg_schema}.items"] == pytest.approx(100 * 3 / 8)
     table = bq2pg_cmd("quality", "show", "--to", pg_url)
     assert table.returncode == 0 and "unique(id)" in table.stdout
+
+
+def test_runs_are_profiled_and_audited(source, dataset, pg_url, pg_schema, pg):
+    table_id = make_table(source, dataset, "items", FIELDS, item_rows(range(20), bad=True))
+    target = f"{pg_schema}.items"
+    with pytest.raises(QualityGateError):
+        load(source, table_id, pg_url, pg_schema, doc({"rule": "unique", "column": "id"}))
+    result = load(source, table_id, pg_url, pg_schema, [])
+    profiled = dict(pg.execute(
+        "SELECT column_name, null_frac FROM bq2pg.profiles WHERE run_id = %s",
+        [result.run_id]).fetchall())  # fmt: skip
+    assert set(profiled) == {"id", "code", "price", "status", "updated", "parts"}
+    assert profiled["code"] == pytest.approx(1 / 21)
+    admin.reset_target(pg_url, target)
+    trail = pg.execute(
+        "SELECT action, outcome, arguments ->> 'run_id' FROM bq2pg.audit WHERE target = %s "
+        "ORDER BY id", [target],
+    ).fetchall()  # fmt: skip
+    actions = [(a, o) for a, o, _ in trail]
+    assert actions == [
+        ("run.started", "ok"),
+        ("run.finished", "failed_quality"),
+        ("run.started", "ok"),
+        ("run.finished", "succeeded"),
+        ("state.reset", "ok"),
+    ]
+    assert trail[3][2] == str(result.run_id)

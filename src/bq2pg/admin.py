@@ -26,7 +26,7 @@ from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres.connection import session
 from bq2pg.quality.verify import TableCheck
 from bq2pg.quality.verify import verify_target as _verify_target
-from bq2pg.state import deadletters, ledger, runs, schema, watermarks
+from bq2pg.state import audit, deadletters, ledger, runs, schema, watermarks
 from bq2pg.state.deadletters import DeadLetter, DeadLetterDetail, Replayed
 from bq2pg.state.runs import RunInfo
 
@@ -110,7 +110,13 @@ def reset_target(database_url: str, target: str) -> int:
     """
     with session(database_url, f"resetting {target}") as conn:
         schema.ensure(conn)
-        return runs.reset(conn, target)
+        mark = watermarks.read(conn, target)
+        count = runs.reset(conn, target)
+        audit.record(conn, audit.STATE_RESET, target=target, arguments={"runs": count})
+        if mark is not None:
+            audit.record(conn, audit.WATERMARK_RESET, target=target,
+                         arguments={"column": mark[0], "value": mark[1]})  # fmt: skip
+        return count
 
 
 def verify_target(database_url: str, target: str) -> list[TableCheck]:
@@ -149,7 +155,10 @@ def purge_dead_letters(
     """Delete dead letters (of ``target`` and/or ``run_id``, or all); the number deleted."""
     with session(database_url, "deleting dead letters") as conn:
         schema.ensure(conn)
-        return deadletters.purge(conn, target=target, run_id=run_id)
+        deleted = deadletters.purge(conn, target=target, run_id=run_id)
+        audit.record(conn, audit.DLQ_PURGED, target=target,
+                     arguments={"run_id": run_id, "deleted": deleted})  # fmt: skip
+        return deleted
 
 
 def replay_dead_letters(
@@ -162,7 +171,13 @@ def replay_dead_letters(
     ``source`` makes the BigQuery clients (only ``copy`` runs need the table's schema)."""
     with session(database_url, f"replaying the dead letters of {target}") as conn:
         schema.ensure(conn)
-        return replay.replay(conn, target, partial(plan_of, source=source), ids)
+        done = replay.replay(conn, target, partial(plan_of, source=source), ids)
+        audit.record(
+            conn, audit.DLQ_REPLAYED, target=target,
+            arguments={"ids": ids, "loaded": len(done.loaded), "failed": len(done.failed)},
+            outcome="ok" if not done.failed else f"{len(done.failed)} row(s) still failing",
+        )  # fmt: skip
+        return done
 
 
 def plan_of(arguments: dict, source: Callable[[], Source]) -> tuple[TablePlan, Split]:

@@ -15,8 +15,10 @@ import typer
 from rich.text import Text
 
 from bq2pg import __version__
+from bq2pg.cli import audit as cli_audit
 from bq2pg.cli import configured, export, exporter, jobs, load, local
 from bq2pg.cli import doctor as cli_doctor
+from bq2pg.cli import profile as cli_profile
 from bq2pg.cli import quality as cli_quality
 from bq2pg.cli import state as cli_state
 from bq2pg.cli.configured import ConfigOpt, EnvOpt
@@ -49,6 +51,8 @@ app.command()(cli_state.verify)
 app.add_typer(cli_state.dlq_app, name="dlq")
 app.add_typer(cli_state.state_app, name="state")
 app.add_typer(cli_quality.quality_app, name="quality")
+app.registered_commands += cli_profile.app.registered_commands
+app.registered_commands += cli_audit.app.registered_commands
 
 
 def _version(value: bool) -> None:

@@ -24,13 +24,14 @@ from bq2pg.observe import metrics, tracing
 from bq2pg.observe.log import get_logger
 from bq2pg.observe.progress import Progress
 from bq2pg.plan import ddl
+from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres import postload, target
 from bq2pg.postgres import publish as tables
 from bq2pg.postgres.connection import Connection
 from bq2pg.postgres.lock import LockedConnection
 from bq2pg.postgres.target import Mode, physical
-from bq2pg.quality import gate, results, rules, verify
-from bq2pg.state import runs, watermarks
+from bq2pg.quality import gate, profile, results, rules, verify
+from bq2pg.state import audit, runs, watermarks
 
 log = get_logger(__name__)
 
@@ -118,6 +119,12 @@ def publish(
                 nbytes=nbytes,
             )  # fmt: skip
             results.store(c, run_id, plan.qualified, outcomes)
+            audit.record(
+                c, audit.RUN_FINISHED, target=plan.qualified,
+                arguments={"run_id": str(run_id), "rows_read": rows_read,
+                           "rows_loaded": rows_loaded},
+                outcome="succeeded",
+            )  # fmt: skip
             if mode != "replace":
                 tables.drop_side_tables(c, plan, mode)
         return duplicates
@@ -142,7 +149,17 @@ def publish(
             lambda c: runs.record_pg_bytes(c, run_id, target.size(c, plan)),
             60.0,
         )
+    if job.profile:
+        with contextlib.suppress(Bq2pgError):  # a statistic: it must not fail a published run
+            conn.call("profiling the tables", partial(_profile, plan, run_id), deadline)
     return Published(duplicates, [c.table for c in checks if c.checksummed], outcomes)
+
+
+def _profile(plan: TablePlan, run_id: uuid.UUID, c: Connection) -> None:
+    """Store each column's profile from the statistics ANALYZE just gathered (no scan)."""
+    found = profile.profile(c, [t.qualified for t in plan.all_tables()])
+    profile.store(c, run_id, found)
+    log.debug("run.profiled", tables=len(found))
 
 
 def _audit(
@@ -160,8 +177,14 @@ def _audit(
     them as metrics; nothing when ``--skip-quality`` (recorded with the run)."""
     plan = job.plan
     if job.skip_quality:
-        conn.call("recording --skip-quality", partial(runs.record_skip_quality, run_id=run_id),
-                  60.0)  # fmt: skip
+
+        def skipped(c: Connection) -> None:
+            with c.transaction():
+                runs.record_skip_quality(c, run_id)
+                arguments = {"run_id": str(run_id), "rules": len(job.quality)}
+                audit.record(c, audit.QUALITY_SKIPPED, target=plan.qualified, arguments=arguments)
+
+        conn.call("recording --skip-quality", skipped, 60.0)
         log.warning("quality.skipped", rules=len(job.quality))
         return []
     if not job.quality:
@@ -249,6 +272,10 @@ def _refuse(
                 c, run_id, rows_read=rows_read, rows_loaded=rows_loaded, nbytes=nbytes,
                 error=message, side_tables=sides,
             )  # fmt: skip
+            audit.record(c, audit.RUN_FINISHED, target=plan.qualified,
+                         arguments={"run_id": str(run_id), "failed_rules": [
+                             f"{o.rule.table} {o.rule.name}" for o in blocking]},
+                         outcome="failed_quality")  # fmt: skip
 
     conn.call("recording the failed quality gate", record, 60.0)
     raise QualityGateError(message, table=plan.qualified, failures=tuple(blocking))

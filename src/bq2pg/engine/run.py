@@ -55,7 +55,7 @@ from bq2pg.postgres.lock import LockedConnection
 from bq2pg.postgres.target import Mode, physical
 from bq2pg.quality import checksum, gate
 from bq2pg.quality.verify import checksum_columns
-from bq2pg.state import ledger, runs, schema, watermarks
+from bq2pg.state import audit, ledger, runs, schema, watermarks
 
 log = get_logger(__name__)
 
@@ -172,9 +172,8 @@ def _locked(
                 # the side tables and the ledger stay: the next run of this job resumes
                 # from them
                 with contextlib.suppress(Bq2pgError):
-                    conn.call(
-                        "recording the failure", partial(_failed, run_id, _message(exc)), 30.0
-                    )
+                    failed = partial(_failed, run_id, job.plan.qualified, _message(exc))
+                    conn.call("recording the failure", failed, 30.0)
                 raise
     finally:
         conn.close()
@@ -239,6 +238,11 @@ def _start(job: Job, resolved: Resolved, conn: Connection) -> uuid.UUID:
     )
     if job.checksum:
         runs.record_checksums(conn, run_id, checksum_columns(job.plan), checksum.FORM)
+    audit.record(
+        conn, audit.RUN_STARTED, target=job.plan.qualified,
+        arguments={"run_id": str(run_id), "job": job.label, "source": str(job.ref),
+                   "mode": resolved.mode, "skip_quality": job.skip_quality},
+    )  # fmt: skip
     return run_id
 
 
@@ -252,10 +256,12 @@ def _still_ours(run_id: uuid.UUID, conn: Connection) -> None:
         )
 
 
-def _failed(run_id: uuid.UUID, message: str, conn: Connection) -> None:
+def _failed(run_id: uuid.UUID, target: str, message: str, conn: Connection) -> None:
     if runs.status(conn, run_id) not in ("succeeded", "failed_quality"):
         runs.finish(conn, run_id, status="failed", rows_read=0, rows_loaded=0, nbytes=0,
                     error=message)  # fmt: skip
+        audit.record(conn, audit.RUN_FINISHED, target=target, arguments={"run_id": str(run_id)},
+                     outcome=f"failed: {message}")  # fmt: skip
 
 
 def _snapshot_now() -> dt.datetime:
