@@ -31,7 +31,7 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bench import e2e, memory, observability, peers
+from bench import e2e, memory, observability, peers, quality
 from bench.common import ROOT, Sample, alternate, bq2pg_load, encode_file, psql_copy, server
 from bench.plot import plot
 from bq2pg.arrow import split as normalize
@@ -241,6 +241,8 @@ def main() -> None:
         observe_rounds = max(rounds, 3)
         print(f"observability on and off, {observe_rows:,} rows × {observe_rounds}", flush=True)
         observed = observability.observability_e2e(url, observe_rows, observe_rounds)
+        print(f"quality rules on and off, {e2e_rows:,} rows × 2", flush=True)
+        checked = quality.quality_e2e(url, e2e_rows, 2)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -296,6 +298,12 @@ def main() -> None:
         "second; and the same with every span exported over OTLP/HTTP (batched) to a local "
         "receiver. Counters are updated in all three (they cannot be turned off).",
     ) + "\n" + observability.overhead_lines(observed) + "\n"  # fmt: skip
+    text += "\n## Quality gate overhead\n\n" + report(
+        checked, "",
+        f"`bq2pg patents` (no full text, {e2e.STREAMS} streams, {e2e_rows:,} publications) with "
+        "its built-in rule set (34 rules on the model's 9 tables, evaluated on the side tables "
+        "before publishing) and with no rules, alternated round by round in one process.",
+    ) + "\n" + quality.overhead_line(checked) + "\n"  # fmt: skip
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(text)
     print(text)

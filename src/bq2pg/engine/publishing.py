@@ -16,10 +16,11 @@ import logging
 import uuid
 from dataclasses import dataclass
 from functools import partial
+from typing import NoReturn
 
 from bq2pg.config.settings import tuning
 from bq2pg.engine.job import Job
-from bq2pg.errors import Bq2pgError, QualityGateError
+from bq2pg.errors import Bq2pgError, QualityGateError, TargetError
 from bq2pg.observe import metrics, tracing
 from bq2pg.observe.log import get_logger
 from bq2pg.observe.progress import Progress
@@ -36,6 +37,8 @@ from bq2pg.state import audit, runs, watermarks
 log = get_logger(__name__)
 
 _VERIFYING = "verifying row counts and checksums against the ledger"
+#: SQLSTATE of a duplicate key (a primary key build that finds one).
+UNIQUE_VIOLATION = "23505"
 #: Attempts at the post-publish statements (indexes, ANALYZE) across reconnections.
 AFTER_PUBLISH_ATTEMPTS = 5
 
@@ -79,18 +82,43 @@ def publish(
         )  # fmt: skip
     log.info("run.verified", tables=len(checks), checksummed=sum(c.checksummed for c in checks))
     table_rows = {c.table: c.rows or 0 for c in checks}
-    outcomes = _audit(conn, job, mode, progress, run_id, rows_read, table_rows, lanes, deadline)
-    blocking = [o for o in outcomes if o.blocking]
-    if blocking:
-        _refuse(conn, job, mode, run_id, blocking, rows_read, rows_loaded, nbytes, outcomes)
+    # a key's unique rule is proved by the primary key replace builds anyway (no second sort)
+    enforced = [] if job.skip_quality else _enforced_by_keys(job, mode)
+    checked = [r for r in job.quality if r not in enforced]
+    outcomes = _audit(conn, job, mode, progress, run_id, rows_read, table_rows, lanes, deadline,
+                      checked)  # fmt: skip
+    refuse = partial(_refuse, conn, job, mode, run_id, rows_read=rows_read,
+                     rows_loaded=rows_loaded, nbytes=nbytes)  # fmt: skip
+    if any(o.blocking for o in outcomes):
+        _report(job, outcomes)
+        refuse(outcomes)
     if mode == "replace":
         keyed = [(t, physical("replace", t)) for t in plan.all_tables() if t.key]
         if keyed:
             progress.phase(f"building the primary keys of {len(keyed)} table(s)")
-        postload.add_primary_keys(
-            job.database_url, keyed, lanes=postload.lanes_for(job.streams, len(keyed)),
-            deadline=deadline,
-        )  # fmt: skip
+        try:
+            postload.add_primary_keys(
+                job.database_url, keyed, lanes=postload.lanes_for(job.streams, len(keyed)),
+                deadline=deadline,
+            )  # fmt: skip
+        except TargetError as exc:
+            if exc.sqlstate != UNIQUE_VIOLATION or not enforced:
+                raise
+            # a duplicate key: the rules on the keys say where, with examples
+            proof = _audit(conn, job, mode, progress, run_id, rows_read, table_rows, lanes,
+                           deadline, enforced)  # fmt: skip
+            if not any(o.blocking for o in proof):
+                raise
+            outcomes = _ordered(job, outcomes + proof)
+            _report(job, outcomes)
+            refuse(outcomes)
+        outcomes = _ordered(job, outcomes + [
+            gate.Outcome(r, table_rows.get(r.table.rpartition(".")[2], 0), 0, True, [],
+                         "enforced by the primary key")
+            for r in enforced
+        ])  # fmt: skip
+    if outcomes:
+        _report(job, outcomes)
     progress.phase(
         {
             "replace": "swapping the new tables in",
@@ -172,9 +200,10 @@ def _audit(
     table_rows: dict[str, int],
     lanes: int,
     deadline: float,
+    checked: list[rules.Rule],
 ) -> list[gate.Outcome]:
-    """Evaluate the job's quality rules on the side tables (write–audit–publish), and report
-    them as metrics; nothing when ``--skip-quality`` (recorded with the run)."""
+    """Evaluate the ``checked`` quality rules on the side tables (write–audit–publish);
+    nothing when ``--skip-quality`` (recorded with the run)."""
     plan = job.plan
     if job.skip_quality:
 
@@ -187,9 +216,9 @@ def _audit(
         conn.call("recording --skip-quality", skipped, 60.0)
         log.warning("quality.skipped", rules=len(job.quality))
         return []
-    if not job.quality:
+    if not checked:
         return []
-    progress.phase(f"checking {len(job.quality)} quality rule(s)")
+    progress.phase(f"checking {len(checked)} quality rule(s)")
     metrics.progressed()
     names = [t.name for t in plan.all_tables()]
     previous = conn.call(
@@ -200,12 +229,28 @@ def _audit(
         mode=mode, rows_read=rows_read, table_rows=table_rows, previous_rows=previous,
         samples=job.quality_samples,
     )  # fmt: skip
-    with tracing.span("bq2pg.quality", **{"bq2pg.rules": len(job.quality)}):
-        outcomes = gate.evaluate(
-            job.database_url, plan, job.quality, ctx, lanes=lanes, deadline=deadline
-        )
-    _report(job, outcomes)
-    return outcomes
+    with tracing.span("bq2pg.quality", **{"bq2pg.rules": len(checked)}):
+        return gate.evaluate(job.database_url, plan, checked, ctx, lanes=lanes, deadline=deadline)
+
+
+def _enforced_by_keys(job: Job, mode: Mode) -> list[rules.Rule]:
+    """The ``unique`` rules on exactly a table's key, which the primary key that ``replace``
+    builds before the swap proves (a duplicate makes the build fail, and then these rules are
+    evaluated to say where)."""
+    if mode != "replace":
+        return []
+    keys = {t.qualified: t.key for t in job.plan.all_tables() if t.key}
+    return [
+        r for r in job.quality
+        if r.kind == "unique" and set(r.columns) == set(keys.get(r.table, ()))
+        and not r.max_failing_rows and not r.max_failing_ratio
+    ]  # fmt: skip
+
+
+def _ordered(job: Job, outcomes: list[gate.Outcome]) -> list[gate.Outcome]:
+    """Outcomes in the order of the job's rules."""
+    order = {(r.table, r.name): i for i, r in enumerate(job.quality)}
+    return sorted(outcomes, key=lambda o: order.get((o.rule.table, o.rule.name), len(order)))
 
 
 def _report(job: Job, outcomes: list[gate.Outcome]) -> None:
@@ -249,14 +294,15 @@ def _refuse(
     job: Job,
     mode: Mode,
     run_id: uuid.UUID,
-    blocking: list[gate.Outcome],
+    outcomes: list[gate.Outcome],
+    *,
     rows_read: int,
     rows_loaded: int,
     nbytes: int,
-    outcomes: list[gate.Outcome] | None = None,
-) -> None:
+) -> NoReturn:
     """Record the failed gate (the outcomes, status ``failed_quality``, the kept side tables)
     in one transaction, and stop the run: nothing is published."""
+    blocking = [o for o in outcomes if o.blocking]
     plan = job.plan
     message = (
         f"the quality gate of {plan.qualified} failed, nothing was published (the side tables "
@@ -267,7 +313,7 @@ def _refuse(
     def record(c: Connection) -> None:
         sides = [ddl.ident(t.schema, physical(mode, t)).as_string(c) for t in plan.all_tables()]
         with c.transaction():
-            results.store(c, run_id, plan.qualified, outcomes if outcomes is not None else blocking)
+            results.store(c, run_id, plan.qualified, outcomes)
             runs.record_quality_failure(
                 c, run_id, rows_read=rows_read, rows_loaded=rows_loaded, nbytes=nbytes,
                 error=message, side_tables=sides,
