@@ -19,7 +19,7 @@ def test_public_api_is_pinned():
             "Bq2pgError", "BudgetExceededError", "CircuitOpenError", "ConcurrentRunError",
             "ConfigError", "ConfigFileError", "CopyRequest", "DeadLetter", "DeadLetterDetail", "EXIT_DEAD_LETTERS",
             "EmbeddedError", "FilterError", "IdentifierError", "NothingToResumeError",
-            "PatentsRequest", "Progress", "Replayed", "RowRejectedError", "RunInfo",
+            "PatentsRequest", "Progress", "QualityGateError", "Replayed", "RowRejectedError", "RunInfo",
             "RunProgress", "RunResult", "SecretError", "SessionExpiredError", "Source", "SourceError",
             "TableCheck", "TableRef", "TableResult", "TargetError", "TargetMismatchError",
             "Transient", "TransientSourceError", "TransientTargetError", "TypeMappingError",

@@ -18,6 +18,7 @@ from bq2pg import __version__
 from bq2pg.cli import audit as cli_audit
 from bq2pg.cli import configured, export, exporter, jobs, load, local
 from bq2pg.cli import doctor as cli_doctor
+from bq2pg.cli import lineage as cli_lineage
 from bq2pg.cli import profile as cli_profile
 from bq2pg.cli import quality as cli_quality
 from bq2pg.cli import state as cli_state
@@ -53,6 +54,7 @@ app.add_typer(cli_state.state_app, name="state")
 app.add_typer(cli_quality.quality_app, name="quality")
 app.registered_commands += cli_profile.app.registered_commands
 app.registered_commands += cli_audit.app.registered_commands
+app.registered_commands += cli_lineage.app.registered_commands
 
 
 def _version(value: bool) -> None:

@@ -20,12 +20,14 @@ from bq2pg import __version__
 from bq2pg.cli import configured
 from bq2pg.cli.shared import RichProgress, err, out, split_list
 from bq2pg.config import jobs as config_jobs
+from bq2pg.config import secrets
 from bq2pg.config.file import Resolved
 from bq2pg.engine import copy as copy_engine
 from bq2pg.engine import estimate, publishing
 from bq2pg.engine.result import RunResult
 from bq2pg.engine.run import run_job
 from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
+from bq2pg.lineage import emit as lineage_emit
 from bq2pg.observe import metrics, tracing
 from bq2pg.observe.log import get_logger
 from bq2pg.patents import pipeline as patents_pipeline
@@ -161,7 +163,23 @@ def quality_options(resolved: Resolved, cfg: config_jobs.Config, plan: TablePlan
     }
     if values.get("quality_samples") is not None:
         found["quality_samples"] = int(values["quality_samples"])
+    found["lineage_settings"] = lineage_settings(cfg)
     return found
+
+
+def lineage_settings(cfg: config_jobs.Config) -> dict[str, Any] | None:
+    """bq2pg.yaml's ``lineage:`` section, its secret references resolved, checked before the
+    run (None: unset; OPENLINEAGE_URL / OPENLINEAGE_CONFIG may still turn lineage on)."""
+    values, _ = cfg.section("lineage", "")
+    settings = {
+        k: secrets.resolve(str(v), what=f"lineage.{k}") if isinstance(v, str) else v
+        for k, v in values.items()
+        if v is not None
+    }
+    emitter = lineage_emit.from_settings(settings or None)  # a bad section fails here
+    if emitter is not None:
+        emitter.close()
+    return settings or None
 
 
 @contextlib.contextmanager

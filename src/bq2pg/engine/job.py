@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -18,6 +18,7 @@ from bq2pg.bigquery.client import TableRef
 from bq2pg.config.settings import DEFAULT_STREAMS
 from bq2pg.engine import dask as executor_module
 from bq2pg.engine.stream import Split
+from bq2pg.lineage.columns import ColumnEdge
 from bq2pg.plan.tables import Field, Index, TablePlan
 from bq2pg.postgres.target import Mode
 from bq2pg.quality.rules import DEFAULT_SAMPLES, Rule
@@ -89,6 +90,12 @@ class Job:
     quality_samples: int = DEFAULT_SAMPLES
     #: Profile the tables (from ANALYZE's statistics) after publishing, into bq2pg.profiles.
     profile: bool = True
+    #: Each column's source fields and transformation (None: derived from the plan).
+    lineage: tuple[ColumnEdge, ...] | None = None
+    #: Where OpenLineage events go (bq2pg.yaml's ``lineage:``; None: OPENLINEAGE_* or off).
+    lineage_settings: Mapping[str, Any] | None = field(default=None, repr=False)
+    #: The source's fields the run reads (None: those of the plan's columns).
+    source_fields: tuple[Field, ...] = ()
 
     @property
     def label(self) -> str:

@@ -35,7 +35,7 @@ from bq2pg.bigquery.client import Source
 from bq2pg.bigquery.read import ReadSession
 from bq2pg.config.secrets import redact
 from bq2pg.config.settings import tuning
-from bq2pg.engine import publishing, streams
+from bq2pg.engine import lineage, publishing, streams
 from bq2pg.engine.job import Job, Resolved, fingerprint
 from bq2pg.engine.result import RunResult, TableResult
 from bq2pg.errors import (
@@ -166,15 +166,25 @@ def _locked(
                 "run.resumed" if resume else "run.started", mode=resolved.mode,
                 source=str(job.ref), streams=job.streams, executor=job.executor,
             )  # fmt: skip
+            tracker = lineage.begin(job, run_id)
             try:
-                return _run(source, job, resolved, conn, progress, run_id, resume, started)
+                result = _run(source, job, resolved, conn, progress, run_id, resume, started,
+                              tracker)  # fmt: skip
+                if tracker is not None:
+                    tracker.completed(result)
+                return result
             except BaseException as exc:
+                if tracker is not None:
+                    tracker.failed(exc)
                 # the side tables and the ledger stay: the next run of this job resumes
                 # from them
                 with contextlib.suppress(Bq2pgError):
                     failed = partial(_failed, run_id, job.plan.qualified, _message(exc))
                     conn.call("recording the failure", failed, 30.0)
                 raise
+            finally:
+                if tracker is not None:
+                    tracker.close()
     finally:
         conn.close()
 
@@ -356,11 +366,14 @@ def _run(
     run_id: uuid.UUID,
     resume: _Resume | None,
     started: float,
+    tracker: lineage.Tracker | None = None,
 ) -> RunResult:
     """Load and publish; the run's result (``started``: when the run began, perf_counter)."""
     with tracing.span("bq2pg.read_session", **{"bq2pg.resumed": resume is not None}) as span:
         session, sizes, seconds = _load(source, job, resolved, conn, progress, run_id, resume)
         span.set_attribute("bq2pg.streams", len(session.streams))
+    if tracker is not None:
+        tracker.opened(session.name, len(session.streams), session.snapshot_time)
 
     publish_started = time.perf_counter()
     # what the run loaded, as the ledger holds it (wherever the streams ran)
@@ -371,6 +384,9 @@ def _run(
         rows_read=rows_loaded + committed.dead_letters, rows_loaded=rows_loaded,
         nbytes=sum(sizes.values()),
     )  # fmt: skip
+    if tracker is not None:
+        with contextlib.suppress(Bq2pgError):  # lineage must not fail a published run
+            conn.call("recording the lineage", tracker.record, 60.0)
     tables = [
         TableResult(t.name, committed.rows.get(t.name, 0), sizes.get(t.name, 0), seconds)
         for t in job.plan.all_tables()

@@ -28,6 +28,7 @@ from bq2pg.engine.result import RunResult
 from bq2pg.engine.run import run_job
 from bq2pg.errors import ConfigError
 from bq2pg.observe.progress import Progress
+from bq2pg.patents import lineage as patents_lineage
 from bq2pg.patents import model
 from bq2pg.patents import source as publications
 from bq2pg.patents.transform import Splitter
@@ -186,6 +187,8 @@ def build_job(source: Source, request: PatentsRequest) -> Job:
         checksum=request.checksum,
         executor=request.executor,
         resume_only=request.resume,
+        lineage=tuple(patents_lineage.for_model(plan)),
+        source_fields=tuple(f for f in info.fields if f.name in selected),
     )
 
 
