@@ -15,7 +15,7 @@ from bq2pg.errors import ConfigError, FilterError
 from bq2pg.patents import features
 from bq2pg.patents import source as publications
 from bq2pg.patents.pipeline import PatentsRequest, run
-from conftest import patents_file
+from conftest import bq2pg_cmd, patents_file
 
 
 def date(value: int) -> dt.date | None:
@@ -139,3 +139,19 @@ def test_bad_export_filters_are_refused(pg_url, real_model, tmp_path, where, err
 def test_the_output_must_be_parquet_or_csv(pg_url, tmp_path):
     with pytest.raises(ConfigError, match=r"parquet or \.csv"):
         features.export(pg_url, tmp_path / "x.json")
+
+
+def test_an_export_shows_in_the_lineage_downstream_of_the_model(pg_url, real_model, tmp_path):
+    schema, _ = real_model
+    path = tmp_path / "lineage.parquet"
+    done = bq2pg_cmd("export", "features", "--to", str(path), "--database", pg_url, "--schema",
+                     schema)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    down = bq2pg_cmd("lineage", f"{schema}.publications", "--downstream", "--to", pg_url,
+                     "--format", "json")  # fmt: skip
+    assert down.returncode == 0, down.stderr
+    assert str(path.resolve()) in down.stdout
+    up = bq2pg_cmd("lineage", str(path.resolve()), "--upstream", "--to", pg_url)
+    assert up.returncode == 0, up.stderr
+    # the file, back to the BigQuery table of the model's latest run (p30 was loaded last)
+    assert f"bigquery:bq2pg-test.{schema}.p30 -> " in up.stdout

@@ -41,6 +41,7 @@ def export_features(
 ) -> None:
     """One row of ML features per publication (see docs/features.md), streamed to a file."""
     from bq2pg.patents import features
+    from bq2pg.patents import lineage as patents_lineage
 
     bar = Progress(
         TextColumn("[bold]export features"), _RowsColumn(), TimeElapsedColumn(), console=err,
@@ -48,13 +49,15 @@ def export_features(
     )  # fmt: skip
     with bar:
         task = bar.add_task("export", total=None)
+        url = configured.adhoc_database_url(database)
         rows = features.export(
-            configured.adhoc_database_url(database),
+            url,
             to,
             schema=schema_name,
             where=where,
             progress=lambda n: bar.update(task, advance=n),
         )
+    patents_lineage.record_features_export(url, to, schema_name)  # bq2pg lineage shows the file
     out.print(f"{rows:,} publications → {to}", markup=False, highlight=False)
 
 
