@@ -15,6 +15,7 @@ import typer
 from rich.text import Text
 
 from bq2pg import __version__
+from bq2pg.cli import anomalies as cli_anomalies
 from bq2pg.cli import audit as cli_audit
 from bq2pg.cli import configured, export, exporter, jobs, load, local
 from bq2pg.cli import doctor as cli_doctor
@@ -55,6 +56,7 @@ app.add_typer(cli_quality.quality_app, name="quality")
 app.registered_commands += cli_profile.app.registered_commands
 app.registered_commands += cli_audit.app.registered_commands
 app.registered_commands += cli_lineage.app.registered_commands
+app.registered_commands += cli_anomalies.app.registered_commands
 
 
 def _version(value: bool) -> None:

@@ -160,6 +160,7 @@ def quality_options(resolved: Resolved, cfg: config_jobs.Config, plan: TablePlan
         "quality": tuple(quality_rules(resolved, cfg, plan)),
         "skip_quality": bool(values.get("skip_quality")),
         "profile": values.get("profile", True) is not False,
+        "anomaly_severity": values.get("anomaly_severity") or "warn",
     }
     if values.get("quality_samples") is not None:
         found["quality_samples"] = int(values["quality_samples"])
@@ -263,6 +264,9 @@ def summary(result: RunResult) -> None:
         + (f" ({counted} without checksummable columns)" if result.checksummed and counted else "")
     )
     quality_summary(result)
+    for f in result.anomalies:
+        err.print(f"unusual run ({f.method}): {f.message}", style="yellow", markup=False,
+                  highlight=False)  # fmt: skip
     if result.duplicates_collapsed:
         out.print(f"[yellow]{result.duplicates_collapsed:,} duplicate keys collapsed by merge")
     if result.dead_letters:

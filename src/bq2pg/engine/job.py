@@ -90,6 +90,8 @@ class Job:
     quality_samples: int = DEFAULT_SAMPLES
     #: Profile the tables (from ANALYZE's statistics) after publishing, into bq2pg.profiles.
     profile: bool = True
+    #: Severity of an anomaly: ``warn`` reports it, ``error`` keeps the run from publishing.
+    anomaly_severity: Literal["warn", "error"] = "warn"
     #: Each column's source fields and transformation (None: derived from the plan).
     lineage: tuple[ColumnEdge, ...] | None = None
     #: Where OpenLineage events go (bq2pg.yaml's ``lineage:``; None: OPENLINEAGE_* or off).

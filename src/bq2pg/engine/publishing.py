@@ -13,12 +13,14 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import time
 import uuid
 from dataclasses import dataclass
 from functools import partial
 from typing import NoReturn
 
 from bq2pg.config.settings import tuning
+from bq2pg.engine import anomalies
 from bq2pg.engine.job import Job
 from bq2pg.errors import Bq2pgError, QualityGateError, TargetError
 from bq2pg.observe import metrics, tracing
@@ -31,7 +33,7 @@ from bq2pg.postgres import publish as tables
 from bq2pg.postgres.connection import Connection
 from bq2pg.postgres.lock import LockedConnection
 from bq2pg.postgres.target import Mode, physical
-from bq2pg.quality import gate, profile, results, rules, verify
+from bq2pg.quality import anomaly, gate, profile, results, rules, verify
 from bq2pg.state import audit, runs, watermarks
 
 log = get_logger(__name__)
@@ -51,6 +53,7 @@ class Published:
     duplicates: int
     checksummed: list[str]
     quality: list[gate.Outcome]
+    anomalies: list[anomaly.Finding]
 
 
 def publish(
@@ -63,6 +66,8 @@ def publish(
     rows_read: int,
     rows_loaded: int,
     nbytes: int,
+    started: float | None = None,
+    retries: float = 0.0,
 ) -> Published:
     """Verify the run's side tables, then publish them with the run's status in one
     transaction; then indexes and ``ANALYZE`` (which never fail the run)."""
@@ -119,6 +124,10 @@ def publish(
         ])  # fmt: skip
     if outcomes:
         _report(job, outcomes)
+    unusual = _anomalies(conn, job, run_id, rows_read, rows_loaded, nbytes, started, retries,
+                         outcomes)  # fmt: skip
+    if any(f.severity == "error" for f in unusual):
+        refuse(outcomes, unusual)
     progress.phase(
         {
             "replace": "swapping the new tables in",
@@ -147,6 +156,8 @@ def publish(
                 nbytes=nbytes,
             )  # fmt: skip
             results.store(c, run_id, plan.qualified, outcomes)
+            if unusual:
+                anomalies.record(c, job, run_id, unusual)
             audit.record(
                 c, audit.RUN_FINISHED, target=plan.qualified,
                 arguments={"run_id": str(run_id), "rows_read": rows_read,
@@ -180,7 +191,43 @@ def publish(
     if job.profile:
         with contextlib.suppress(Bq2pgError):  # a statistic: it must not fail a published run
             conn.call("profiling the tables", partial(_profile, plan, run_id), deadline)
-    return Published(duplicates, [c.table for c in checks if c.checksummed], outcomes)
+        try:  # the null rates of the profile: reported, never failing a published run
+            unusual += conn.call(
+                "looking for unusual null rates",
+                partial(anomalies.after_publishing, job=job, run_id=run_id), 60.0,
+            )  # fmt: skip
+        except Exception as exc:
+            log.warning("anomaly.failed", error=str(exc))
+    return Published(duplicates, [c.table for c in checks if c.checksummed], outcomes, unusual)
+
+
+def _anomalies(
+    conn: LockedConnection,
+    job: Job,
+    run_id: uuid.UUID,
+    rows_read: int,
+    rows_loaded: int,
+    nbytes: int,
+    started: float | None,
+    retries: float,
+    outcomes: list[gate.Outcome],
+) -> list[anomaly.Finding]:
+    """The run against its job's history (``engine.anomalies``); a failure to look is logged,
+    never failing the run."""
+    seconds = time.perf_counter() - started if started is not None else 0.0
+    try:
+        return conn.call(
+            "looking for anomalies",
+            partial(
+                anomalies.before_publishing, job=job, run_id=run_id, rows_read=rows_read,
+                nbytes=nbytes, dead_letters=rows_read - rows_loaded, seconds=seconds,
+                retries=anomalies.retries_so_far() - retries, outcomes=outcomes,
+            ),
+            60.0,
+        )  # fmt: skip
+    except Exception as exc:
+        log.warning("anomaly.failed", error=str(exc))
+        return []
 
 
 def _profile(plan: TablePlan, run_id: uuid.UUID, c: Connection) -> None:
@@ -295,25 +342,32 @@ def _refuse(
     mode: Mode,
     run_id: uuid.UUID,
     outcomes: list[gate.Outcome],
+    found: list[anomaly.Finding] | None = None,
     *,
     rows_read: int,
     rows_loaded: int,
     nbytes: int,
 ) -> NoReturn:
-    """Record the failed gate (the outcomes, status ``failed_quality``, the kept side tables)
-    in one transaction, and stop the run: nothing is published."""
+    """Record the failed gate (the outcomes and anomalies, status ``failed_quality``, the kept
+    side tables) in one transaction, and stop the run: nothing is published."""
     blocking = [o for o in outcomes if o.blocking]
+    found = found or []
     plan = job.plan
     message = (
         f"the quality gate of {plan.qualified} failed, nothing was published (the side tables "
         f"are kept for diagnosis until the next run or `bq2pg state reset`): "
-        + "; ".join(describe(o) for o in blocking)
+        + "; ".join(
+            [describe(o) for o in blocking]
+            + [f"anomaly [error]: {f.message}" for f in found if f.severity == "error"]
+        )
     )
 
     def record(c: Connection) -> None:
         sides = [ddl.ident(t.schema, physical(mode, t)).as_string(c) for t in plan.all_tables()]
         with c.transaction():
             results.store(c, run_id, plan.qualified, outcomes)
+            if found:
+                anomalies.record(c, job, run_id, found)
             runs.record_quality_failure(
                 c, run_id, rows_read=rows_read, rows_loaded=rows_loaded, nbytes=nbytes,
                 error=message, side_tables=sides,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 
+from bq2pg.quality.anomaly import Finding
 from bq2pg.quality.gate import Outcome
 from bq2pg.quality.rules import score
 
@@ -46,6 +47,8 @@ class RunResult:
     #: The quality rules' outcomes (empty: no rules, or ``skip_quality``).
     quality: list[Outcome] = field(default_factory=list)
     skip_quality: bool = False
+    #: What was unusual about the run for its job (``engine.anomalies``).
+    anomalies: list[Finding] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:

@@ -35,7 +35,7 @@ from bq2pg.bigquery.client import Source
 from bq2pg.bigquery.read import ReadSession
 from bq2pg.config.secrets import redact
 from bq2pg.config.settings import tuning
-from bq2pg.engine import lineage, publishing, streams
+from bq2pg.engine import anomalies, lineage, publishing, streams
 from bq2pg.engine.job import Job, Resolved, fingerprint
 from bq2pg.engine.result import RunResult, TableResult
 from bq2pg.errors import (
@@ -369,6 +369,7 @@ def _run(
     tracker: lineage.Tracker | None = None,
 ) -> RunResult:
     """Load and publish; the run's result (``started``: when the run began, perf_counter)."""
+    retries = anomalies.retries_so_far()
     with tracing.span("bq2pg.read_session", **{"bq2pg.resumed": resume is not None}) as span:
         session, sizes, seconds = _load(source, job, resolved, conn, progress, run_id, resume)
         span.set_attribute("bq2pg.streams", len(session.streams))
@@ -382,7 +383,7 @@ def _run(
     published = publishing.publish(
         conn, job, resolved.mode, progress, run_id,
         rows_read=rows_loaded + committed.dead_letters, rows_loaded=rows_loaded,
-        nbytes=sum(sizes.values()),
+        nbytes=sum(sizes.values()), started=started, retries=retries,
     )  # fmt: skip
     if tracker is not None:
         with contextlib.suppress(Bq2pgError):  # lineage must not fail a published run
@@ -409,4 +410,5 @@ def _run(
         checksummed=published.checksummed,
         quality=published.quality,
         skip_quality=job.skip_quality,
+        anomalies=published.anomalies,
     )
