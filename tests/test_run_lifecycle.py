@@ -195,3 +195,15 @@ def test_a_run_whose_lock_was_taken_meanwhile_stops(pg_url, pg_schema, pg):
     finally:
         other.close()
         run.close()
+
+
+def test_closing_a_run_connection_releases_the_lock_at_once(pg_url):
+    """The next run of a target, a moment after the last one closed its connection, gets the
+    lock even when the old server process has not exited yet (a busy server)."""
+    from bq2pg.postgres import lock as pg_lock
+
+    for _ in range(20):
+        held = pg_lock.LockedConnection(pg_url, "lock_release.t")
+        held.close()
+        again = pg_lock.LockedConnection(pg_url, "lock_release.t")  # ConcurrentRunError if held
+        again.close()

@@ -18,7 +18,7 @@ from typing import TypeVar
 import psycopg
 
 from bq2pg import retry
-from bq2pg.errors import ConcurrentRunError, TransientTargetError
+from bq2pg.errors import Bq2pgError, ConcurrentRunError, TransientTargetError
 from bq2pg.observe.log import get_logger
 from bq2pg.postgres.connection import connect, with_deadline
 from bq2pg.postgres.errors import translate
@@ -141,7 +141,16 @@ class LockedConnection:
             raise failures[0]
 
     def close(self) -> None:
-        """Close the connection; the lock goes with it."""
+        """Release the lock, then close the connection.
+
+        Closing alone releases the lock only when the server process has exited, which on a
+        busy server can come after the next run of the target (in the same process, a moment
+        later) asked for the lock, and was refused. A lost connection has no lock to release.
+        """
+        if not self._conn.closed:
+            with contextlib.suppress(Bq2pgError):
+                with_deadline(self._conn, PING_TIMEOUT_S, "releasing the target's lock",
+                              lambda: unlock(self._conn, self.target))  # fmt: skip
         self._conn.close()
 
     def _reconnect(self) -> None:
