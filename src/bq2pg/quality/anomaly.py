@@ -390,7 +390,13 @@ def _forest(
     kept = [(n, col, x) for n, (col, x) in zip(names, columns, strict=True) if np.ptp(col) > 0]
     if not kept:
         return None, "isolation forest: no metric varied over the history; not evaluated"
-    from sklearn.ensemble import IsolationForest  # heavy: imported once a forest is needed
+    try:
+        from sklearn.ensemble import IsolationForest  # heavy: imported once a forest is needed
+    except ImportError:
+        return None, (
+            "isolation forest: scikit-learn is not installed (pip install 'bq2pg[anomaly]'); "
+            "not evaluated"
+        )
 
     train = np.column_stack([col for _, col, _ in kept])
     point = np.array([[x for _, _, x in kept]])
