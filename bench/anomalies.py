@@ -1,7 +1,7 @@
 """Anomaly detection on generated run histories with planted anomalies: precision and recall.
 
 ``python -m bench.anomalies [--seed N] [--histories K] [--runs R] [--workers W]`` generates K
-histories of R daily runs (:func:`bq2pg.quality.anomaly.planted_histories`: volume with noise,
+histories of R daily runs (:func:`bq2pg.quality.planted.planted_histories`: volume with noise,
 growth and weekly patterns, throughput, dead letters, retries, a quality score and null
 fractions), plants drops, spikes, slowdowns and null-rate jumps in about 4 % of the runs, and
 walks each history in time order through :func:`~bq2pg.quality.anomaly.detect` with the
@@ -17,12 +17,12 @@ import time
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 
-from bq2pg.quality import anomaly
-from bq2pg.quality.anomaly import KINDS, Evaluation, PlantedRun
+from bq2pg.quality import anomaly, planted
+from bq2pg.quality.planted import KINDS, Evaluation, PlantedRun
 
 
 def _evaluate(histories: list[list[PlantedRun]]) -> Evaluation:
-    return anomaly.evaluate(histories)
+    return planted.evaluate(histories)
 
 
 def combined(parts: list[Evaluation]) -> Evaluation:
@@ -49,7 +49,7 @@ def combined(parts: list[Evaluation]) -> Evaluation:
 
 def run(seed: int, histories: int, runs: int, workers: int) -> Evaluation:
     """Evaluate the default settings on ``histories`` generated from ``seed``."""
-    generated = anomaly.planted_histories(seed, histories=histories, runs=runs)
+    generated = planted.planted_histories(seed, histories=histories, runs=runs)
     with ProcessPoolExecutor(max(1, workers)) as pool:
         return combined(list(pool.map(_evaluate, [[h] for h in generated])))
 
