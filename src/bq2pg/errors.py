@@ -23,6 +23,8 @@
     │   └── VerificationError         stored rows differ from the ledger's          exit 7
     ├── QualityGateError              an error-severity quality rule (or a blocking
     │                                 anomaly) failed: nothing was published       exit 11
+    ├── CancelledError                the run was cancelled (the REST API): its
+    │                                 committed chunks stay, it can be resumed     exit 12
     └── EmbeddedError                 the embedded PostgreSQL or emulator failed   exit 5
 
     [T] = also a :class:`Transient`: retrying the same thing may succeed.
@@ -50,6 +52,7 @@ __all__ = [
     "EXIT_DEAD_LETTERS",
     "Bq2pgError",
     "BudgetExceededError",
+    "CancelledError",
     "CircuitOpenError",
     "ConcurrentRunError",
     "ConfigError",
@@ -248,6 +251,14 @@ class QualityGateError(Bq2pgError):
     def __init__(self, message: str, *, failures: tuple[Any, ...] = (), **fields: Any) -> None:
         super().__init__(message, **fields)
         self.failures = failures
+
+
+class CancelledError(Bq2pgError):
+    """The run was cancelled (``POST /api/v1/runs/{id}/cancel``): its streams stopped at their
+    next chunk boundary, the committed chunks stay in the ledger, nothing was published, and
+    the run ends ``cancelled``. The next run of the same job (or a resume) takes it up."""
+
+    exit_code = 12
 
 
 class EmbeddedError(Bq2pgError):

@@ -22,6 +22,7 @@ from bq2pg.cli import doctor as cli_doctor
 from bq2pg.cli import lineage as cli_lineage
 from bq2pg.cli import profile as cli_profile
 from bq2pg.cli import quality as cli_quality
+from bq2pg.cli import service as cli_service
 from bq2pg.cli import state as cli_state
 from bq2pg.cli.configured import ConfigOpt, EnvOpt
 from bq2pg.cli.shared import (
@@ -57,6 +58,8 @@ app.registered_commands += cli_profile.app.registered_commands
 app.registered_commands += cli_audit.app.registered_commands
 app.registered_commands += cli_lineage.app.registered_commands
 app.registered_commands += cli_anomalies.app.registered_commands
+app.registered_commands += cli_service.app.registered_commands
+app.add_typer(cli_service.keys_app, name="api-key")
 
 
 def _version(value: bool) -> None:

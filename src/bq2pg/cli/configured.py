@@ -5,7 +5,6 @@ run time, and never stored).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -13,10 +12,7 @@ import typer
 
 from bq2pg.bigquery.client import Source
 from bq2pg.config import jobs as config_jobs
-from bq2pg.config import secrets
-from bq2pg.config.file import Resolved
-from bq2pg.errors import ConfigError
-from bq2pg.postgres.connection import check_url, compose, libpq_environment
+from bq2pg.runner import database_url, source
 
 ConfigOpt = Annotated[
     str | None,
@@ -62,40 +58,6 @@ def given(ctx: typer.Context, rename: dict[str, str] | None = None) -> dict[str,
         if source is not None and source.name == "COMMANDLINE":
             found[rename.get(name, name)] = value
     return {k: v for k, v in found.items() if k not in ("config", "env")}
-
-
-def database_url(resolved: Resolved, cfg: config_jobs.Config) -> str:
-    """The connection string of a resolved job's target, its secrets resolved."""
-    target = cfg.target(resolved.values.get("target"))
-    if target is None:
-        if libpq_environment():
-            return ""
-        raise ConfigError(
-            "no target database: give --to postgresql://... (or the name of a target in "
-            "bq2pg.yaml), set BQ2PG_DATABASE_URL, or libpq's PGHOST/PGDATABASE/PGSERVICE"
-        )
-    what = f"targets.{target.name}" if target.name else "the target URL"
-    url = secrets.resolve(target.url, what=f"{what}.url") if target.url else None
-    params = {k: secrets.resolve(v, what=f"{what}.{k}") for k, v in target.params.items()}
-    if url and not params:
-        check_url(url)
-        return url
-    return compose(url, params)
-
-
-def source(resolved: Resolved) -> Source:
-    """The BigQuery clients of a resolved job (its source's project, endpoints, emulation,
-    credentials)."""
-    values = resolved.values
-    credentials = values.get("credentials")
-    if credentials:
-        os.environ["GOOGLE_APPLICATION_CREDENTIALS"] = str(credentials)
-    return Source(
-        project=values.get("project"),
-        rest_endpoint=values.get("bigquery_endpoint"),
-        storage_endpoint=values.get("bigquery_storage_endpoint"),
-        emulator=values.get("emulator"),
-    )
 
 
 def adhoc_database_url(to: str | None) -> str:

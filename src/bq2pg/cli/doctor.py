@@ -9,7 +9,6 @@ import typer
 from bq2pg import doctor as checks_module
 from bq2pg.cli import configured
 from bq2pg.cli.configured import ConfigOpt, EnvOpt
-from bq2pg.cli.execute import copy_request, patents_request
 from bq2pg.cli.jobs import RENAME, target_table
 from bq2pg.cli.shared import EmulatorOpt, EndpointOpt, ProjectOpt, StorageEndpointOpt, out
 from bq2pg.config.file import Resolved
@@ -18,6 +17,7 @@ from bq2pg.engine import copy as copy_engine
 from bq2pg.engine import estimate
 from bq2pg.errors import Bq2pgError
 from bq2pg.patents import pipeline as patents_pipeline
+from bq2pg.runner import copy_request, patents_request
 
 app = typer.Typer(rich_markup_mode=None)
 #: Exit code when a check fails (a ``fail`` line blocks a load; ``warn`` is advice).

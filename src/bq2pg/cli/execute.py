@@ -16,102 +16,25 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from bq2pg import __version__
-from bq2pg.cli import configured
-from bq2pg.cli.shared import RichProgress, err, out, split_list
+from bq2pg import __version__, runner
+from bq2pg.cli.shared import RichProgress, err, out
 from bq2pg.config import jobs as config_jobs
-from bq2pg.config import secrets
 from bq2pg.config.file import Resolved
-from bq2pg.engine import copy as copy_engine
 from bq2pg.engine import estimate, publishing
 from bq2pg.engine.result import RunResult
-from bq2pg.engine.run import run_job
-from bq2pg.errors import EXIT_DEAD_LETTERS, ConfigError
-from bq2pg.lineage import emit as lineage_emit
+from bq2pg.errors import EXIT_DEAD_LETTERS
 from bq2pg.observe import metrics, tracing
 from bq2pg.observe.log import get_logger
-from bq2pg.patents import pipeline as patents_pipeline
-from bq2pg.patents import quality as patents_quality
-from bq2pg.plan.tables import TablePlan
-from bq2pg.quality import rules
 
 log = get_logger(__name__)
-
-
-def require_source(values: dict[str, Any]) -> None:
-    """A copy job names its source table (the argument, or ``source:`` in the job)."""
-    if not values.get("source"):
-        raise ConfigError(
-            "missing argument SOURCE: give PROJECT.DATASET.TABLE (or `source:` in the job)"
-        )
-
-
-def copy_request(values: dict[str, Any], url: str) -> copy_engine.CopyRequest:
-    """The library's request of a resolved ``copy`` job."""
-    require_source(values)
-    return copy_engine.CopyRequest(
-        source=values["source"],
-        database_url=url,
-        table=values.get("table"),
-        columns=split_list(values.get("columns")),
-        where=values.get("where"),
-        limit=values.get("limit"),
-        streams=values["streams"],
-        mode=values["mode"],
-        key=split_list(values.get("key")),
-        nested=values["nested"],
-        drop=values["drop"],
-        incremental=values.get("incremental"),
-        lag=values.get("lag"),
-        checksum=values["checksum"],
-        executor=values["executor"],
-        resume=values["resume"],
-    )
-
-
-def patents_request(values: dict[str, Any], url: str) -> patents_pipeline.PatentsRequest:
-    """The library's request of a resolved ``patents`` job."""
-    return patents_pipeline.PatentsRequest(
-        database_url=url,
-        source=values["source"],
-        schema=values["schema"],
-        test=values["test"],
-        limit=values.get("limit"),
-        year=values.get("year"),
-        recent_days=values.get("recent_days"),
-        country=split_list(values.get("country")),
-        kind=split_list(values.get("kind_codes")),
-        full_text=values["full_text"],
-        drop_tables=values["drop_tables"],
-        with_cpc_definitions=values["with_cpc_definitions"],
-        cpc_source=values["cpc_source"],
-        streams=values["streams"],
-        checksum=values["checksum"],
-        executor=values["executor"],
-        resume=values["resume"],
-    )
 
 
 def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = False) -> None:
     """Plan the job, refuse it when over budget, then (unless only planning) run it."""
     values = resolved.values
-    if resolved.kind == "copy" and not values.get("source"):
-        require_source(values)  # says what is missing before anything connects
-    url = configured.database_url(resolved, cfg)
-    src = configured.source(resolved)
-    if resolved.kind == "copy":
-        copy = copy_request(values, url)
-        job = copy_engine.build_job(src, copy)
-        label = f"copy {copy.source}"
-    else:
-        patents = patents_request(values, url)
-        job = patents_pipeline.build_job(src, patents)
-        label = f"patents {patents.source}"
-    job = dataclasses.replace(job, **quality_options(resolved, cfg, job.plan))
-    price = values.get("price_per_tib_usd")
-    plan = estimate.estimate(
-        src, job, price_per_tib_usd=estimate.PRICE_PER_TIB_USD if price is None else price
-    )
+    built = runner.build(resolved, cfg)
+    label, job = built.label, built.job
+    plan = runner.estimate_of(built, values)
     only = plan_only or values.get("dry_run")
     title = f"plan of {resolved.name or label}" + ("" if only else " (before the run)")
     (out if only else err).print(
@@ -122,65 +45,9 @@ def execute(resolved: Resolved, cfg: config_jobs.Config, *, plan_only: bool = Fa
         out.print("nothing was loaded (a plan only)", markup=False)
         return
     job = dataclasses.replace(job, estimate=plan.as_dict(), name=resolved.name)
+    built = dataclasses.replace(built, job=job)
     with observed(values, job.label, job.plan.qualified):
-        if resolved.kind == "copy":
-            _run(label, lambda progress: run_job(src, job, progress))
-        else:
-            _run(label, lambda progress: patents_pipeline.run_built(src, patents, job, progress))
-
-
-def quality_rules(resolved: Resolved, cfg: config_jobs.Config, plan: TablePlan) -> list[rules.Rule]:
-    """The job's quality rules, checked against its tables before anything is read: the
-    model's built-in ones (patents), then bq2pg.yaml's ``quality:`` section, then the job's
-    ``quality:`` key, then ``--quality FILE`` (a later rule of the same table and name wins)."""
-    values = resolved.values
-    layers: list[list[rules.Rule]] = []
-    if resolved.kind == "patents" and values.get("default_rules", True):
-        layers.append(patents_quality.builtin(plan))
-    section, origins = cfg.section("quality", "")
-    for table, entries in section.items():
-        layers.append(rules.parse({table: entries}, str(origins.get(table, "bq2pg.yaml"))))
-    own = values.get("quality")
-    if own:
-        document = {plan.qualified: own} if isinstance(own, list) else own
-        layers.append(rules.parse(document, str(resolved.origins.get("quality", "the job"))))
-    if values.get("quality_file"):
-        layers.append(rules.parse_file(values["quality_file"]))
-    bound, ignored = rules.bind(rules.merge(*layers), plan)
-    if ignored:
-        log.info("quality.other_tables", tables=ignored, detail="rules of tables this run "
-                 "does not write are ignored")  # fmt: skip
-    return bound
-
-
-def quality_options(resolved: Resolved, cfg: config_jobs.Config, plan: TablePlan) -> dict[str, Any]:
-    """The job's quality, profile and anomaly settings (the library's ``Job`` fields)."""
-    values = resolved.values
-    found: dict[str, Any] = {
-        "quality": tuple(quality_rules(resolved, cfg, plan)),
-        "skip_quality": bool(values.get("skip_quality")),
-        "profile": values.get("profile", True) is not False,
-        "anomaly_severity": values.get("anomaly_severity") or "warn",
-    }
-    if values.get("quality_samples") is not None:
-        found["quality_samples"] = int(values["quality_samples"])
-    found["lineage_settings"] = lineage_settings(cfg)
-    return found
-
-
-def lineage_settings(cfg: config_jobs.Config) -> dict[str, Any] | None:
-    """bq2pg.yaml's ``lineage:`` section, its secret references resolved, checked before the
-    run (None: unset; OPENLINEAGE_URL / OPENLINEAGE_CONFIG may still turn lineage on)."""
-    values, _ = cfg.section("lineage", "")
-    settings = {
-        k: secrets.resolve(str(v), what=f"lineage.{k}") if isinstance(v, str) else v
-        for k, v in values.items()
-        if v is not None
-    }
-    emitter = lineage_emit.from_settings(settings or None)  # a bad section fails here
-    if emitter is not None:
-        emitter.close()
-    return settings or None
+        _run(label, lambda progress: runner.run(built, progress))
 
 
 @contextlib.contextmanager

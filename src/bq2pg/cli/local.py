@@ -44,6 +44,15 @@ def demo(
     full_text: Annotated[
         bool, typer.Option("--full-text", help="Also load claims and descriptions.")
     ] = False,
+    serve: Annotated[
+        bool,
+        typer.Option(
+            "--serve",
+            help="Serve the REST API and the dashboard with a worker (and an admin key) "
+            "instead of running the job; until Ctrl-C.",
+        ),
+    ] = False,
+    port: Annotated[int, typer.Option(help="The API's port with --serve.", min=0)] = 8000,
 ) -> None:
     """Run the whole product locally: emulator, patents data, embedded PostgreSQL, patents model."""
     from bq2pg.local import demo as demo_module
@@ -52,6 +61,19 @@ def demo(
     url = (
         to or (settings.database_url.get_secret_value() if settings.database_url else None) or None
     )
+    if serve:
+        from bq2pg.service import demo as serve_demo
+
+        def announce(base: str, key: str, config: Path) -> None:
+            out.print(f"bq2pg is serving at {base}/ui (API docs: {base}/docs)", markup=False)
+            out.print(f"configuration: {config}; stop with Ctrl-C", markup=False)
+            out.print("admin API key (shown once; log in to /ui with it):", markup=False)
+            out.print(key, markup=False, highlight=False, soft_wrap=True)
+
+        err.print(f"Seeding the BigQuery emulator with {rows:,} patents publications…")
+        serve_demo.run(rows=rows, database_url=url, host="127.0.0.1", port=port,
+                       announce=announce)  # fmt: skip
+        return
     err.print(f"Seeding the BigQuery emulator with {rows:,} patents publications…")
     progress = RichProgress("patents patents-public-data.patents.publications")
     try:

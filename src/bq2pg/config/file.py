@@ -197,6 +197,7 @@ def allowed(parent: Key) -> frozenset[str] | None:
         "sources": model.SOURCE_KEYS,
         "budget": model.BUDGET_KEYS,
         "lineage": model.LINEAGE_KEYS,
+        "service": model.SERVICE_KEYS,
     }.get(section, frozenset())
 
 

@@ -98,6 +98,8 @@ class JobOptions(_Strict):
     quality_samples: int | None = Field(default=None, ge=0, le=1000)
     profile: bool | None = None
     anomaly_severity: Literal["warn", "error"] | None = None
+    #: When the service's workers run the job: a cron expression (``0 3 * * *``, UTC).
+    schedule: str | None = None
     # copy
     table: str | None = None
     columns: CommaList = None
@@ -136,6 +138,33 @@ class LineageConfig(_Strict):
     namespace: str | None = None
 
 
+class ServiceConfig(_Strict):
+    """The service (``bq2pg serve`` and ``bq2pg worker``): where its queue lives, how it
+    listens, and its limits."""
+
+    #: The target (a name under ``targets``, or a URL) holding the queue and the API keys;
+    #: default: the ``defaults`` target, else ``BQ2PG_DATABASE_URL``.
+    database: str | None = None
+    host: str | None = None
+    port: int | None = Field(default=None, ge=0, le=65535)
+    #: Serve ``/metrics`` without a key (for a Prometheus that scrapes without one).
+    metrics_open: bool | None = None
+    #: Origins allowed to call the API from a browser (none by default: no CORS).
+    cors_origins: list[str] | None = None
+    #: Seconds between a worker's heartbeats, and without one before a run is reaped.
+    heartbeat_s: float | None = Field(default=None, gt=0)
+    reaper_timeout_s: float | None = Field(default=None, gt=0)
+    #: Queue a run that the reaper marked interrupted again, to resume it.
+    auto_resume: bool | None = None
+    #: Bounds: request body bytes, page size, open event streams, failed logins per minute.
+    max_body_bytes: int | None = Field(default=None, ge=1024)
+    max_page: int | None = Field(default=None, ge=1)
+    max_event_streams: int | None = Field(default=None, ge=1)
+    max_auth_failures: int | None = Field(default=None, ge=1)
+    #: Signs the dashboard's session cookies (a secret reference; default: random per process).
+    session_secret: str | None = None
+
+
 class Environment(_Strict):
     """What an environment overrides: any section but ``environments``."""
 
@@ -147,6 +176,7 @@ class Environment(_Strict):
     #: Quality rules of any job's tables: a mapping of tables to lists of rules.
     quality: dict[str, Any] = {}
     lineage: LineageConfig = LineageConfig()
+    service: ServiceConfig = ServiceConfig()
 
 
 class Document(Environment):
@@ -167,7 +197,8 @@ TARGET_KEYS = frozenset(TargetConfig.model_fields)
 SOURCE_KEYS = frozenset(SourceConfig.model_fields)
 BUDGET_KEYS = frozenset(BudgetConfig.model_fields)
 LINEAGE_KEYS = frozenset(LineageConfig.model_fields)
-SECTIONS = ("targets", "sources", "jobs", "defaults", "budget", "quality", "lineage")
+SERVICE_KEYS = frozenset(ServiceConfig.model_fields)
+SECTIONS = ("targets", "sources", "jobs", "defaults", "budget", "quality", "lineage", "service")
 TOP_KEYS = (*SECTIONS, "environments")
 
 #: Keys of both kinds of job, then the keys only one kind has.
@@ -176,7 +207,7 @@ COMMON_KEYS = frozenset(
      "resume", "dry_run", "max_bytes", "max_usd", "project", "bigquery_endpoint",
      "bigquery_storage_endpoint", "emulator", "metrics_port", "metrics_linger", "pushgateway",
      "otlp_endpoint", "quality", "quality_file", "skip_quality", "quality_samples", "profile",
-     "anomaly_severity"}
+     "anomaly_severity", "schedule"}
 )  # fmt: skip
 COPY_KEYS = frozenset(
     {"table", "columns", "where", "mode", "key", "nested", "drop", "incremental", "lag"}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -98,6 +99,9 @@ class Job:
     lineage_settings: Mapping[str, Any] | None = field(default=None, repr=False)
     #: The source's fields the run reads (None: those of the plan's columns).
     source_fields: tuple[Field, ...] = ()
+    #: The id a new run is recorded under (None: a fresh one); the REST API names its runs
+    #: before they start. A resumed run keeps the id of the run it resumes.
+    run_id: uuid.UUID | None = None
 
     @property
     def label(self) -> str:

@@ -40,6 +40,7 @@ from bq2pg.engine.job import Job, Resolved, fingerprint
 from bq2pg.engine.result import RunResult, TableResult
 from bq2pg.errors import (
     Bq2pgError,
+    CancelledError,
     ConcurrentRunError,
     NothingToResumeError,
     QualityGateError,
@@ -99,7 +100,10 @@ def run_job(source: Source, job: Job, progress: Progress | None = None) -> RunRe
         try:
             result = _locked(source, job, progress, span, started, ids)
         except BaseException as exc:
-            status = "failed_quality" if isinstance(exc, QualityGateError) else "failed"
+            status = (
+                "failed_quality" if isinstance(exc, QualityGateError)
+                else "cancelled" if isinstance(exc, CancelledError) else "failed"
+            )  # fmt: skip
             metrics.RUNS.labels(*labels, status).inc()
             log.error(
                 "run.failed", run_id=ids.get("run_id"), error=_message(exc),
@@ -179,7 +183,10 @@ def _locked(
                 # the side tables and the ledger stay: the next run of this job resumes
                 # from them
                 with contextlib.suppress(Bq2pgError):
-                    failed = partial(_failed, run_id, job.plan.qualified, _message(exc))
+                    failed = partial(
+                        _failed, run_id, job.plan.qualified, _message(exc),
+                        "cancelled" if isinstance(exc, CancelledError) else "failed",
+                    )  # fmt: skip
                     conn.call("recording the failure", failed, 30.0)
                 raise
             finally:
@@ -245,6 +252,7 @@ def _start(job: Job, resolved: Resolved, conn: Connection) -> uuid.UUID:
         fingerprint=resolved.fingerprint,
         plan=job.estimate,
         job=job.label,
+        run_id=job.run_id,
     )
     if job.checksum:
         runs.record_checksums(conn, run_id, checksum_columns(job.plan), checksum.FORM)
@@ -259,19 +267,27 @@ def _start(job: Job, resolved: Resolved, conn: Connection) -> uuid.UUID:
 def _still_ours(run_id: uuid.UUID, conn: Connection) -> None:
     """After a reconnection: nobody abandoned or finished the run while its lock was gone."""
     status = runs.status(conn, run_id)
-    if status not in ("running", "failed", "succeeded", "failed_quality"):
+    if status not in ("running", "failed", "succeeded", "failed_quality", "cancelled"):
         raise ConcurrentRunError(
             f"run {run_id} was taken over ({status}) while its connection was lost; the run "
             "stops (its committed rows are in the ledger)"
         )
 
 
-def _failed(run_id: uuid.UUID, target: str, message: str, conn: Connection) -> None:
+def _failed(
+    run_id: uuid.UUID,
+    target: str,
+    message: str,
+    status: runs.Status,
+    conn: Connection,
+) -> None:
+    """Record a run that stopped (``failed`` or ``cancelled``): the next run of its job
+    resumes it from the ledger."""
     if runs.status(conn, run_id) not in ("succeeded", "failed_quality"):
-        runs.finish(conn, run_id, status="failed", rows_read=0, rows_loaded=0, nbytes=0,
+        runs.finish(conn, run_id, status=status, rows_read=0, rows_loaded=0, nbytes=0,
                     error=message)  # fmt: skip
         audit.record(conn, audit.RUN_FINISHED, target=target, arguments={"run_id": str(run_id)},
-                     outcome=f"failed: {message}")  # fmt: skip
+                     outcome=f"{status}: {message}")  # fmt: skip
 
 
 def _snapshot_now() -> dt.datetime:

@@ -27,7 +27,7 @@ SESSION_LIFETIME_S = 5 * 3600
 ARGUMENTS_FORMAT = 2
 #: What kind of job a run was.
 Kind = Literal["copy", "patents"]
-Status = Literal["running", "succeeded", "failed", "abandoned", "failed_quality"]
+Status = Literal["running", "succeeded", "failed", "abandoned", "failed_quality", "cancelled"]
 
 
 def pack_arguments(kind: Kind, request: dict[str, Any]) -> dict[str, Any]:
@@ -93,10 +93,11 @@ def start(
     fingerprint: str,
     plan: dict[str, Any] | None = None,
     job: str | None = None,
+    run_id: uuid.UUID | None = None,
 ) -> uuid.UUID:
     """Record a new run as ``running`` (with its plan's estimates and the name of its job)
-    and return its id."""
-    run_id = uuid.uuid4()
+    and return its id (``run_id`` when given: the REST API names a run before it starts)."""
+    run_id = run_id or uuid.uuid4()
     conn.execute(
         "INSERT INTO bq2pg.runs (run_id, source, target, mode, arguments, status, started_at,"
         " fingerprint, plan, job) VALUES (%s, %s, %s, %s, %s, 'running', %s, %s, %s, %s)",
@@ -247,7 +248,8 @@ def interrupted(conn: psycopg.Connection, target: str, fingerprint: str) -> Inte
     row = conn.execute(
         "SELECT run_id, session, streams, arrow_schema, snapshot_time FROM bq2pg.runs "
         "WHERE target = %s AND "
-        "status IN ('running', 'failed') AND fingerprint = %s AND session IS NOT NULL "
+        "status IN ('running', 'failed', 'cancelled') AND fingerprint = %s "
+        "AND session IS NOT NULL "
         "AND started_at > now() - make_interval(secs => %s) "
         "ORDER BY started_at DESC LIMIT 1",
         [target, fingerprint, SESSION_LIFETIME_S],
@@ -259,7 +261,8 @@ def abandon(conn: psycopg.Connection, target: str, reason: str = "interrupted") 
     """Mark the target's dead or failed runs as abandoned (the next run starts over)."""
     cur = conn.execute(
         "UPDATE bq2pg.runs SET status = 'abandoned', finished_at = coalesce(finished_at, now()), "
-        "error = coalesce(error, %s) WHERE target = %s AND status IN ('running', 'failed')",
+        "error = coalesce(error, %s) WHERE target = %s "
+        "AND status IN ('running', 'failed', 'cancelled')",
         [reason, target],
     )
     return cur.rowcount

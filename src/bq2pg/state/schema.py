@@ -4,7 +4,10 @@
 cursors, ``dead_letters`` the rows PostgreSQL rejected, ``quality_results`` the quality rules'
 outcomes, ``profiles`` the columns' statistics, ``anomalies`` the unusual runs, ``lineage`` the
 column-level edges from sources to targets, and ``audit`` one append-only row per action (a
-trigger refuses UPDATE, DELETE and TRUNCATE). A state schema made by an older bq2pg is upgraded
+trigger refuses UPDATE, DELETE and TRUNCATE). The service (``bq2pg serve``/``worker``) keeps
+its queue of requested runs in ``queue`` (with their live events in ``queue_events``), its
+workers' heartbeats in ``workers``, its schedules' state in ``schedules`` and its API keys
+(hashed) in ``api_keys``. A state schema made by an older bq2pg is upgraded
 in place: every column and table added since the first release is added when missing.
 """
 
@@ -26,7 +29,7 @@ CREATE TABLE IF NOT EXISTS bq2pg.runs (
     mode         text NOT NULL,
     arguments    jsonb NOT NULL,
     status       text NOT NULL CHECK (status IN ('running', 'succeeded', 'failed', 'abandoned',
-                                                 'failed_quality')),
+                                                 'failed_quality', 'cancelled')),
     started_at   timestamptz NOT NULL,
     finished_at  timestamptz,
     rows_read    bigint,
@@ -168,11 +171,79 @@ BEGIN
     END IF;
 END
 $$;
+CREATE TABLE IF NOT EXISTS bq2pg.queue (
+    id               uuid PRIMARY KEY,
+    job              text,
+    kind             text NOT NULL,
+    target           text NOT NULL,
+    request          jsonb NOT NULL,
+    dedupe           text NOT NULL,
+    status           text NOT NULL CHECK (status IN ('queued', 'running', 'succeeded', 'failed',
+                                                     'failed_quality', 'cancelled',
+                                                     'interrupted')),
+    resume           boolean NOT NULL DEFAULT false,
+    run_id           uuid,
+    actor            text NOT NULL,
+    idempotency_key  text UNIQUE,
+    schedule         text,
+    slot             timestamptz,
+    worker           text,
+    heartbeat_at     timestamptz,
+    cancel_requested boolean NOT NULL DEFAULT false,
+    phase            text,
+    rows             bigint NOT NULL DEFAULT 0,
+    bytes            bigint NOT NULL DEFAULT 0,
+    total_rows       bigint,
+    streams          integer,
+    attempts         integer NOT NULL DEFAULT 0,
+    error            jsonb,
+    created_at       timestamptz NOT NULL DEFAULT now(),
+    started_at       timestamptz,
+    finished_at      timestamptz,
+    UNIQUE (schedule, slot)
+);
+CREATE UNIQUE INDEX IF NOT EXISTS queue_one_queued ON bq2pg.queue (dedupe)
+    WHERE status = 'queued';
+CREATE UNIQUE INDEX IF NOT EXISTS queue_one_running ON bq2pg.queue (target)
+    WHERE status = 'running';
+CREATE INDEX IF NOT EXISTS queue_created_idx ON bq2pg.queue (created_at DESC, id DESC);
+CREATE TABLE IF NOT EXISTS bq2pg.queue_events (
+    id        bigserial PRIMARY KEY,
+    queue_id  uuid NOT NULL REFERENCES bq2pg.queue ON DELETE CASCADE,
+    at        timestamptz NOT NULL DEFAULT now(),
+    event     text NOT NULL,
+    data      jsonb NOT NULL
+);
+CREATE INDEX IF NOT EXISTS queue_events_idx ON bq2pg.queue_events (queue_id, id);
+CREATE TABLE IF NOT EXISTS bq2pg.workers (
+    id          text PRIMARY KEY,
+    host        text NOT NULL,
+    pid         integer NOT NULL,
+    concurrency integer NOT NULL,
+    started_at  timestamptz NOT NULL DEFAULT now(),
+    seen_at     timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS bq2pg.schedules (
+    job        text PRIMARY KEY,
+    cron       text NOT NULL,
+    paused     boolean NOT NULL DEFAULT false,
+    last_slot  timestamptz,
+    updated_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS bq2pg.api_keys (
+    id           text PRIMARY KEY,
+    name         text NOT NULL,
+    role         text NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    hash         text NOT NULL UNIQUE,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    revoked_at   timestamptz,
+    last_used_at timestamptz
+);
 """
 
 #: The state tables (besides ``runs`` and ``chunks``, whose columns :data:`_UPGRADES` checks).
 TABLES = ("watermarks", "dead_letters", "quality_results", "profiles", "anomalies", "lineage",
-          "audit")  # fmt: skip
+          "audit", "queue", "queue_events", "workers", "schedules", "api_keys")  # fmt: skip
 
 
 #: Every column a state table may lack when an older bq2pg created it, with the type it is
@@ -200,10 +271,11 @@ _UPGRADES = [
 _UPGRADE_DDL = "\n".join(
     f"ALTER TABLE bq2pg.{table} ADD COLUMN IF NOT EXISTS {column} {kind};"
     for table, column, kind in _UPGRADES
-) + (  # the statuses 'abandoned' and 'failed_quality' came later
+) + (  # the statuses 'abandoned', 'failed_quality' and 'cancelled' came later
     "\nALTER TABLE bq2pg.runs DROP CONSTRAINT IF EXISTS runs_status_check;"
     "\nALTER TABLE bq2pg.runs ADD CONSTRAINT runs_status_check CHECK "
-    "(status IN ('running', 'succeeded', 'failed', 'abandoned', 'failed_quality'));"
+    "(status IN ('running', 'succeeded', 'failed', 'abandoned', 'failed_quality',"
+    " 'cancelled'));"
 )
 
 
@@ -214,18 +286,7 @@ def ensure(conn: psycopg.Connection) -> None:
     loader role that has no CREATE on the database.
     """
     try:
-        found = conn.execute(
-            "SELECT count(*) FROM pg_attribute WHERE NOT attisdropped AND attnum > 0 AND "
-            "(attrelid, attname) IN (SELECT to_regclass('bq2pg.' || t), c "
-            "FROM unnest(%s::text[], %s::text[]) AS n(t, c)) "
-            "UNION ALL SELECT count(*) FROM unnest(%s::text[]) AS t(name) "
-            "WHERE to_regclass('bq2pg.' || name) IS NOT NULL "
-            "UNION ALL SELECT count(*) FROM pg_constraint WHERE conname = 'runs_status_check' "
-            "AND conrelid = to_regclass('bq2pg.runs') "
-            "AND pg_get_constraintdef(oid) LIKE '%%failed_quality%%'",
-            [[t for t, _, _ in _UPGRADES], [c for _, c, _ in _UPGRADES], list(TABLES)],
-        ).fetchall()
-        if [r[0] for r in found] == [len(_UPGRADES), len(TABLES), 1]:
+        if is_current(conn):
             return
         with conn.transaction():
             conn.execute("SELECT pg_advisory_xact_lock(%s)", [STATE_DDL_LOCK])
@@ -234,3 +295,19 @@ def ensure(conn: psycopg.Connection) -> None:
             conn.execute(_UPGRADE_DDL)  # columns added since a state schema was created
     except psycopg.Error as exc:
         raise translate(exc, "creating bq2pg's state tables") from exc
+
+
+def is_current(conn: psycopg.Connection) -> bool:
+    """Whether every state table and column of this bq2pg exists (psycopg errors pass)."""
+    found = conn.execute(
+        "SELECT count(*) FROM pg_attribute WHERE NOT attisdropped AND attnum > 0 AND "
+        "(attrelid, attname) IN (SELECT to_regclass('bq2pg.' || t), c "
+        "FROM unnest(%s::text[], %s::text[]) AS n(t, c)) "
+        "UNION ALL SELECT count(*) FROM unnest(%s::text[]) AS t(name) "
+        "WHERE to_regclass('bq2pg.' || name) IS NOT NULL "
+        "UNION ALL SELECT count(*) FROM pg_constraint WHERE conname = 'runs_status_check' "
+        "AND conrelid = to_regclass('bq2pg.runs') "
+        "AND pg_get_constraintdef(oid) LIKE '%%cancelled%%'",
+        [[t for t, _, _ in _UPGRADES], [c for _, c, _ in _UPGRADES], list(TABLES)],
+    ).fetchall()
+    return [r[0] for r in found] == [len(_UPGRADES), len(TABLES), 1]
