@@ -130,8 +130,10 @@ class _Events(logging.Handler):
         if record.levelno not in _LEVELS:
             return
         fields = context.fields()
-        entry_id = fields.get("queue_id")
-        r = self.running.get(entry_id) if entry_id else None
+        try:
+            r = self.running.get(uuid.UUID(str(fields.get("queue_id"))))
+        except ValueError:
+            return
         if r is None:
             return
         message = record.msg if isinstance(record.msg, dict) else {"event": record.getMessage()}

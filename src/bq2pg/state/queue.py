@@ -406,8 +406,9 @@ def stream_progress(conn: psycopg.Connection, run_id: uuid.UUID, target: str) ->
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(
             "SELECT c.stream, count(*) AS chunks, "
-            "coalesce(sum((c.rows ->> %s)::bigint), 0) + coalesce(sum(c.dead_letters), 0) "
-            "AS rows, coalesce(sum(c.bytes), 0) AS bytes, max(c.end_offset) AS offset, "
+            "(coalesce(sum((c.rows ->> %s)::bigint), 0) + coalesce(sum(c.dead_letters), 0))"
+            "::bigint AS rows, coalesce(sum(c.bytes), 0)::bigint AS bytes, "
+            "max(c.end_offset) AS offset, "
             "max(c.committed_at) AS last_commit, "
             "round((coalesce(sum((c.rows ->> %s)::bigint), 0) / greatest(extract(epoch FROM "
             "max(c.committed_at) - r.started_at), 0.001))::numeric, 1)::float AS rows_per_s "
