@@ -40,10 +40,13 @@ def fresh_database(pg_url: str) -> str:
 def write_config(
     path: Path, database_url: str, emu: Any, jobs: dict[str, Any],
     service: dict[str, Any] | None = None, project: str = "bq2pg-test",
+    targets: dict[str, str] | None = None,
 ) -> Path:  # fmt: skip
-    """A bq2pg.yaml with one target (``main``), the emulator as the source, and ``jobs``."""
+    """A bq2pg.yaml with one target (``main``, and ``targets``: more names → URLs), the
+    emulator as the source, and ``jobs``."""
     document = {
-        "targets": {"main": {"url": database_url}},
+        "targets": {"main": {"url": database_url},
+                    **{n: {"url": u} for n, u in (targets or {}).items()}},
         "sources": {"emu": {"project": project, "bigquery_endpoint": emu.rest_url,
                             "bigquery_storage_endpoint": emu.grpc_endpoint, "emulator": True}},
         "defaults": {"to": "main", "bigquery": "emu", "streams": 2},
@@ -124,9 +127,11 @@ class Api(Process):
         return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
 
-def worker(config: Path, log: Path, concurrency: int = 1) -> Process:
+def worker(config: Path, log: Path, concurrency: int = 1,
+           env: dict[str, str] | None = None) -> Process:  # fmt: skip
     """``bq2pg worker``."""
-    return Process(["--config", str(config), "worker", "--concurrency", str(concurrency)], log)
+    args = ["--config", str(config), "worker", "--concurrency", str(concurrency)]
+    return Process(args, log, env)
 
 
 @contextlib.contextmanager
