@@ -12,7 +12,8 @@ measured together mean more than absolute numbers):
   nested rows as child tables (``peers``);
 * end to end over the emulator: ``bq2pg copy``, and ``bq2pg patents`` beside its limits
   (``e2e``);
-* peak RSS of the loader against the row count (``memory``), and a plot (``plot``).
+* peak RSS of the loader against the row count (``memory``), and a plot (``plot``);
+* the service's API under load while a patents run goes on, busy against idle (``service``).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import pyarrow as pa
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from bench import e2e, memory, observability, peers, quality
+from bench import e2e, memory, observability, peers, quality, service
 from bench.common import ROOT, Sample, alternate, bq2pg_load, encode_file, psql_copy, server
 from bench.plot import plot
 from bq2pg.arrow import split as normalize
@@ -213,11 +214,15 @@ def main() -> None:
     parser.add_argument(
         "--observability-rows", type=int, help="publications of the observability on/off runs"
     )
+    parser.add_argument(
+        "--service-rows", type=int, help="publications of the service API idle/busy runs"
+    )
     args = parser.parse_args()
     rows, rounds = (20_000, 1) if args.quick else (args.rows, args.rounds)
     sizes = [50_000, 200_000] if args.quick else [250_000, 1_000_000, 4_000_000]
     e2e_rows = args.e2e_rows or (20_000 if args.quick else 300_000)
     observe_rows = args.observability_rows or (20_000 if args.quick else 100_000)
+    service_rows = args.service_rows or (20_000 if args.quick else 100_000)
     if args.memory_rows:
         sizes = [int(n) for n in args.memory_rows.split(",")]
     url, bin_dir = server()
@@ -243,6 +248,9 @@ def main() -> None:
         observed = observability.observability_e2e(url, observe_rows, observe_rounds)
         print(f"quality rules on and off, {e2e_rows:,} rows × 2", flush=True)
         checked = quality.quality_e2e(url, e2e_rows, 2)
+        service_rounds = max(rounds, 2)
+        print(f"service API idle and busy, {service_rows:,} rows × {service_rounds}", flush=True)
+        served = service.service_e2e(url, service_rows, service_rounds)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     with psycopg.connect(url, autocommit=True) as conn:
@@ -304,6 +312,9 @@ def main() -> None:
         "its built-in rule set (34 rules on the model's 9 tables, evaluated on the side tables "
         "before publishing) and with no rules, alternated round by round in one process.",
     ) + "\n" + quality.overhead_line(checked) + "\n"  # fmt: skip
+    text += "\n## Service API under load\n\n" + report(
+        served.samples, "", service.note(service_rows, service_rounds),
+    ) + "\n" + service.summary_lines(served) + "\n"  # fmt: skip
     REPORT.parent.mkdir(exist_ok=True)
     REPORT.write_text(text)
     print(text)

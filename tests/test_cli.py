@@ -16,7 +16,7 @@ def test_public_api_is_pinned():
     checks that ``__all__`` is exactly what ``bq2pg`` exposes)."""
     assert sorted(bq2pg.__all__) == sorted(
         [
-            "Bq2pgError", "BudgetExceededError", "CircuitOpenError", "ConcurrentRunError",
+            "Bq2pgError", "BudgetExceededError", "CancelledError", "CircuitOpenError", "ConcurrentRunError",
             "ConfigError", "ConfigFileError", "CopyRequest", "DeadLetter", "DeadLetterDetail", "EXIT_DEAD_LETTERS",
             "EmbeddedError", "FilterError", "IdentifierError", "NothingToResumeError",
             "PatentsRequest", "Progress", "QualityGateError", "Replayed", "RowRejectedError", "RunInfo",

@@ -57,8 +57,8 @@ def test_errors_carry_fields_and_exit_codes():
     codes = {c.__name__: c.exit_code for c in (errors.ConfigError, errors.SourceError,
              errors.TargetError, errors.EmbeddedError, errors.ConcurrentRunError,
              errors.VerificationError, errors.BudgetExceededError,
-             errors.SecretError, errors.QualityGateError)}  # fmt: skip
+             errors.SecretError, errors.QualityGateError, errors.CancelledError)}  # fmt: skip
     assert codes == {"ConfigError": 2, "SourceError": 3, "TargetError": 4, "EmbeddedError": 5,
                      "ConcurrentRunError": 6, "VerificationError": 7, "BudgetExceededError": 9,
-                     "SecretError": 10, "QualityGateError": 11}  # fmt: skip
+                     "SecretError": 10, "QualityGateError": 11, "CancelledError": 12}  # fmt: skip
     assert errors.EXIT_DEAD_LETTERS == 8

@@ -31,7 +31,6 @@ from bq2pg.config.secrets import redact
 from bq2pg.engine import estimate
 from bq2pg.errors import Bq2pgError, ConfigError
 from bq2pg.lineage import graph as lineage_graph
-from bq2pg.postgres.connection import session
 from bq2pg.quality import profile as profiles
 from bq2pg.quality import results as quality_results
 from bq2pg.service import keys, schedules, submit
@@ -87,12 +86,19 @@ def _database(svc: Service, name: str | None) -> str:
 
 def _entry_database(svc: Service, entry: q.Entry) -> str:
     """The database a queued run writes its state to (its job's target)."""
+    found = svc.entry_urls.get(str(entry.id))
+    if found is not None:
+        return found
     try:
         body = submit.from_stored(entry.request)
         resolved = submit.resolve(body, svc.cfg, "admin")
-        return runner.database_url(resolved, svc.cfg) or svc.settings.database_url
+        found = runner.database_url(resolved, svc.cfg) or svc.settings.database_url
     except (Bq2pgError, ValueError):
-        return svc.settings.database_url
+        found = svc.settings.database_url
+    if len(svc.entry_urls) > 10_000:
+        svc.entry_urls.clear()
+    svc.entry_urls[str(entry.id)] = found
+    return found
 
 
 def _entry(svc: Service, run_id: uuid.UUID) -> q.Entry:
@@ -243,7 +249,9 @@ def show_run(run_id: uuid.UUID, request: Request, _: Caller = Depends(viewer)) -
     found["ledger"] = None
     if entry.run_id is not None and entry.status != "queued":
         try:
-            with session(_entry_database(svc, entry), "reading the run's ledger") as conn:
+            with svc.pool_for(_entry_database(svc, entry)).connection(
+                "reading the run's ledger"
+            ) as conn:
                 found["streams_progress"] = _jsonable(q.stream_progress(conn, entry.run_id,
                                                                         entry.target))  # fmt: skip
                 found["ledger"] = _jsonable(q.run_row(conn, entry.run_id))
@@ -311,7 +319,7 @@ def run_chunks(
     entry = _entry(svc, run_id)
     if entry.run_id is None:
         return {"chunks": []}
-    with session(_entry_database(svc, entry), "reading the run's chunks") as conn:
+    with svc.pool_for(_entry_database(svc, entry)).connection("reading the run's chunks") as conn:
         return {"chunks": _jsonable(q.chunks(conn, entry.run_id, _page(svc, limit)))}
 
 
@@ -480,7 +488,7 @@ def quality(
     run: uuid.UUID | None = None, table: Annotated[str | None, Query(max_length=200)] = None,
 ) -> dict[str, Any]:  # fmt: skip
     svc = service(request)
-    with session(_database(svc, database), "reading the quality results") as conn:
+    with svc.pool_for(_database(svc, database)).connection("reading the quality results") as conn:
         schema.ensure(conn)
         found = quality_results.listing(conn, run_id=run, table=table)
     return {"results": _jsonable(found), "scores": quality_results.scores(found)}
@@ -493,7 +501,7 @@ def profile(table: str, request: Request, _: Caller = Depends(viewer),
     if len(table) > 200 or "." not in table:
         raise Problem(422, "ValidationError", "table: give schema.table",
                       errors=[{"field": "table", "message": "give schema.table"}])  # fmt: skip
-    with session(_database(svc, database), "profiling") as conn:
+    with svc.pool_for(_database(svc, database)).connection("profiling") as conn:
         found = profiles.profile(conn, [table])
     return {"profiles": _jsonable(found)}
 
@@ -505,7 +513,7 @@ def anomalies(
     limit: Annotated[int, Query(ge=1)] = 50,
 ) -> dict[str, Any]:  # fmt: skip
     svc = service(request)
-    with session(_database(svc, database), "reading the anomalies") as conn:
+    with svc.pool_for(_database(svc, database)).connection("reading the anomalies") as conn:
         schema.ensure(conn)
         found = stored_anomalies.listing(conn, job, limit=_page(svc, limit))
     return {"anomalies": _jsonable(found)}
@@ -534,7 +542,7 @@ def audit_trail(
     since: dt.datetime | None = None, limit: Annotated[int, Query(ge=1)] = 100,
 ) -> dict[str, Any]:  # fmt: skip
     svc = service(request)
-    with session(_database(svc, database), "reading the audit trail") as conn:
+    with svc.pool_for(_database(svc, database)).connection("reading the audit trail") as conn:
         schema.ensure(conn)
         found = audit.listing(conn, since=since, action=action, actor=actor, target=target,
                               limit=_page(svc, limit))  # fmt: skip

@@ -80,9 +80,28 @@ class Service:
     failures: dict[str, collections.deque[float]] = field(default_factory=dict)
     failures_lock: threading.Lock = field(default_factory=threading.Lock)
     key_cache: dict[str, tuple[float, Caller]] = field(default_factory=dict)
+    pools: dict[str, Pool] = field(default_factory=dict)
+    entry_urls: dict[str, str] = field(default_factory=dict)
     streams_open: int = 0
     streams_lock: threading.Lock = field(default_factory=threading.Lock)
     started: float = field(default_factory=time.time)
+
+    def pool_for(self, url: str) -> Pool:
+        """A pool of connections to ``url`` (the queue's own pool for the queue's database):
+        the routes that read a run's database poll it often."""
+        if not url or url == self.settings.database_url:
+            return self.pool
+        with self.failures_lock:
+            found = self.pools.get(url)
+            if found is None:
+                found = self.pools[url] = Pool(url, size=5)
+                found.open()
+        return found
+
+    def close(self) -> None:
+        for p in self.pools.values():
+            p.close()
+        self.pool.close()
 
     # -- failed attempts -----------------------------------------------------------------
 
@@ -239,7 +258,7 @@ def create_app(settings: Settings, cfg: config_jobs.Config) -> FastAPI:
         try:
             yield
         finally:
-            pool.close()
+            app.state.service.close()
 
     app = FastAPI(
         title="bq2pg",

@@ -170,12 +170,14 @@ class Worker:
         self.threads: dict[uuid.UUID, threading.Thread] = {}
         self.schedules = schedules.configured(cfg) if schedules_on else []
         self._handler = _Events(self.running)
+        self.stopping = False
 
     # -- the loop ------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set; then let the running runs finish their chunk and end
-        them as interrupted-by-shutdown (their ledger keeps what committed)."""
+        """Work until ``stop`` is set; then stop the running runs at their next chunk boundary:
+        they end ``interrupted`` (their ledger keeps what committed) and, with
+        ``auto_resume``, are queued again for the next worker."""
         url = self.settings.database_url
         with session(url, "preparing the service's queue") as conn:
             schema.ensure(conn)
@@ -199,6 +201,7 @@ class Worker:
                     for _ in listener.notifies(timeout=0.5, stop_after=1):
                         pass
         finally:
+            self.stopping = True
             for r in list(self.running.values()):
                 r.cancel.set()  # stop at the next chunk boundary: resumable
             for t in list(self.threads.values()):
@@ -321,7 +324,7 @@ class Worker:
                 rows = result.rows_read
                 r.run_id = result.run_id
             except CancelledError as exc:
-                status, error = "cancelled", exc.fields()
+                status, error = ("interrupted" if self.stopping else "cancelled"), exc.fields()
             except QualityGateError as exc:
                 status, error = "failed_quality", exc.fields()
             except Bq2pgError as exc:
@@ -364,6 +367,8 @@ class Worker:
                         arguments={"run": str(r.entry.id), "job": r.entry.job},
                         outcome="ok" if status == "succeeded" else status,
                     )  # fmt: skip
+                    if status == "interrupted" and self.settings.auto_resume:
+                        q.requeue(conn, r.entry.id, reason="the worker stopped")
                 log.info("run.ended", status=status, worker=self.id)
                 return
             except Bq2pgError as exc:
