@@ -19,6 +19,7 @@
     │   ├── TransientTargetError  [T] connection lost, server restarting, disk full
     │   │   └── CircuitOpenError  [T] the target kept failing: waiting before trying again
     │   ├── RowRejectedError          a row's data refused (the writer dead-letters it)
+    │   ├── NothingToVerifyError      no finished run has loaded the target
     │   ├── ConcurrentRunError        another run holds the target's lock          exit 6
     │   └── VerificationError         stored rows differ from the ledger's          exit 7
     ├── QualityGateError              an error-severity quality rule (or a blocking
@@ -61,6 +62,7 @@ __all__ = [
     "FilterError",
     "IdentifierError",
     "NothingToResumeError",
+    "NothingToVerifyError",
     "QualityGateError",
     "RowRejectedError",
     "SecretError",
@@ -223,6 +225,10 @@ class CircuitOpenError(TransientTargetError):
 class RowRejectedError(TargetError):
     """PostgreSQL rejected a row's data (SQLSTATE class 22, 23 or 54); the writer isolates the
     row into ``bq2pg.dead_letters`` and loads the rest."""
+
+
+class NothingToVerifyError(TargetError):
+    """No finished run has loaded the target: there is nothing to verify it against."""
 
 
 class ConcurrentRunError(TargetError):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import psycopg
 
-from bq2pg.errors import TargetError, VerificationError
+from bq2pg.errors import NothingToVerifyError, VerificationError
 from bq2pg.observe import metrics
 from bq2pg.plan.tables import TablePlan
 from bq2pg.postgres import postload
@@ -165,11 +165,11 @@ def verify_target(conn: psycopg.Connection, target: str) -> list[TableCheck]:
     the same columns, in this bq2pg's canonical form.
 
     Raises:
-        TargetError: no finished run has loaded ``target``.
+        NothingToVerifyError: no finished run has loaded ``target``.
     """
     history = runs.succeeded(conn, target)
     if not history:
-        raise TargetError(f"no finished run has loaded {target}", table=target)
+        raise NothingToVerifyError(f"no finished run has loaded {target}", table=target)
     runs_since: list[uuid.UUID] = []
     layouts = []
     for run_id, mode, columns, form in history:

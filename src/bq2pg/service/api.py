@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from anyio import to_thread
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sse_starlette.sse import EventSourceResponse
 
 from bq2pg import admin, runner
@@ -407,6 +407,8 @@ def show_dead_letter(letter_id: int, request: Request, _: Caller = Depends(opera
 class Replay(BaseModel):
     """Which dead letters to load again."""
 
+    model_config = ConfigDict(extra="forbid")
+
     table: str = Field(max_length=200, description="The run's target table (schema.table)")
     ids: list[int] | None = Field(default=None, max_length=10_000)
     database: str | None = Field(default=None, max_length=200)
@@ -426,6 +428,8 @@ def replay_dead_letters(body: Replay, request: Request,
 
 class Purge(BaseModel):
     """Which dead letters to delete (both None: every one)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     table: str | None = Field(default=None, max_length=200)
     run: uuid.UUID | None = None
@@ -448,6 +452,8 @@ def purge_dead_letters(body: Purge, request: Request,
 
 class Verify(BaseModel):
     """What to verify: a target table of a run (``schema.table``)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     table: str = Field(max_length=200)
     database: str | None = Field(default=None, max_length=200)
@@ -612,6 +618,8 @@ def list_workers(request: Request, _: Caller = Depends(viewer)) -> dict[str, Any
 
 class KeyCreate(BaseModel):
     """A new API key."""
+
+    model_config = ConfigDict(extra="forbid")
 
     name: str = Field(min_length=1, max_length=200)
     role: Literal["viewer", "operator", "admin"]

@@ -186,30 +186,41 @@ def client_of(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
+def refuse(svc: Service, client: str, why: str, path: str, detail: str) -> Problem:
+    """The problem of a failed attempt: 401, or 429 once the client failed too often (a
+    valid key still works: only failures are limited)."""
+    if svc.limited(client):
+        return Problem(429, "TooManyAttempts", "too many failed attempts; wait a minute",
+                       headers={"Retry-After": "60"})  # fmt: skip
+    svc.failed(client, why, path)
+    return Problem(401, "Unauthorized", detail, headers={"WWW-Authenticate": "Bearer"})
+
+
 def authenticate(request: Request) -> Caller:
     """The caller of a request (401 when there is no valid key)."""
     svc = service(request)
     client = client_of(request)
-    if svc.limited(client):
-        raise Problem(429, "TooManyAttempts", "too many failed attempts; wait a minute",
-                      headers={"Retry-After": "60"})  # fmt: skip
     for name in ("api_key", "key", "token", "access_token"):
         if name in request.query_params:
-            svc.failed(client, "key in the query string", request.url.path)
-            raise Problem(
-                401,
-                "Unauthorized",
+            raise refuse(
+                svc,
+                client,
+                "key in the query string",
+                request.url.path,
                 "send the API key in the Authorization header (Bearer), never in the URL",
-                headers={"WWW-Authenticate": "Bearer"},
             )
     header = request.headers.get("authorization")
     if header:
         scheme, _, key = header.partition(" ")
         caller = svc.by_key(key.strip()) if scheme.lower() == "bearer" else None
         if caller is None:
-            svc.failed(client, "invalid or revoked key", request.url.path)
-            raise Problem(401, "Unauthorized", "the API key is not valid (or was revoked)",
-                          headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise refuse(
+                svc,
+                client,
+                "invalid or revoked key",
+                request.url.path,
+                "the API key is not valid (or was revoked)",
+            )
         request.state.caller = caller
         return caller
     token = request.cookies.get(SESSION_COOKIE)
@@ -295,11 +306,16 @@ def _middleware(app: FastAPI, settings: Settings) -> None:
         request: Request, call_next: Callable[[Request], Awaitable[Response]]
     ) -> Response:
         started = time.perf_counter()
+        if "\x00" in request.scope.get("path", "") or b"%00" in request.scope.get(
+            "query_string", b""
+        ):
+            return problems.response(422, "ValidationError", "the request contains a NUL "
+                                     "character, which no name or value may hold")  # fmt: skip
         length = request.headers.get("content-length")
         if length is not None and (not length.isdigit() or int(length) > settings.max_body_bytes):
             return problems.response(413, "PayloadTooLarge", "the request body is larger than "
                                      f"{settings.max_body_bytes} bytes")  # fmt: skip
-        if request.method in ("POST", "PUT", "PATCH") and length is None:
+        if request.method in ("POST", "PUT", "PATCH"):
             body = b""
             async for chunk in request.stream():
                 body += chunk
@@ -309,6 +325,9 @@ def _middleware(app: FastAPI, settings: Settings) -> None:
                         "PayloadTooLarge",
                         f"the request body is larger than {settings.max_body_bytes} bytes",
                     )
+            if b"\\u0000" in body or b"\x00" in body:
+                return problems.response(422, "ValidationError", "text may not contain NUL "
+                                         "(\\u0000): PostgreSQL cannot store it")  # fmt: skip
             request._body = body  # read once, bounded; the route reads it from here
         response = await call_next(request)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")

@@ -21,6 +21,7 @@ from bq2pg.errors import (
     ConfigError,
     EmbeddedError,
     NothingToResumeError,
+    NothingToVerifyError,
     QualityGateError,
     SecretError,
     SourceError,
@@ -34,6 +35,7 @@ MEDIA_TYPE = "application/problem+json"
 #: The HTTP status of each kind of error, most specific first.
 STATUSES: tuple[tuple[type[Bq2pgError], int], ...] = (
     (NothingToResumeError, 409),
+    (NothingToVerifyError, 404),
     (BudgetExceededError, 422),
     (SecretError, 500),
     (ConfigError, 400),
