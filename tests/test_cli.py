@@ -18,7 +18,7 @@ def test_public_api_is_pinned():
         [
             "Bq2pgError", "BudgetExceededError", "CancelledError", "CircuitOpenError", "ConcurrentRunError",
             "ConfigError", "ConfigFileError", "CopyRequest", "DeadLetter", "DeadLetterDetail", "EXIT_DEAD_LETTERS",
-            "EmbeddedError", "FilterError", "IdentifierError", "NothingToResumeError",
+            "EmbeddedError", "FilterError", "IdentifierError", "NothingToResumeError", "NothingToVerifyError",
             "PatentsRequest", "Progress", "QualityGateError", "Replayed", "RowRejectedError", "RunInfo",
             "RunProgress", "RunResult", "SecretError", "SessionExpiredError", "Source", "SourceError",
             "TableCheck", "TableRef", "TableResult", "TargetError", "TargetMismatchError",
