@@ -233,3 +233,12 @@ def run(built: Built, progress: Progress | None = None) -> RunResult:
     if built.patents is not None:
         return patents_pipeline.run_built(built.source, built.patents, built.job, progress)
     return run_job(built.source, built.job, progress)
+
+
+def target_table(job: Resolved) -> str:
+    """The table a job's runs are recorded under (``bq2pg.runs.target``), without connecting."""
+    values = job.values
+    if job.kind == "patents":
+        return f"{values['schema']}.publications"
+    table = values.get("table") or str(values.get("source", "")).rsplit(".", 1)[-1]
+    return table if "." in table else f"public.{table}"

@@ -18,6 +18,7 @@ from bq2pg.config import jobs as config_jobs
 from bq2pg.config.file import Resolved
 from bq2pg.config.secrets import redact
 from bq2pg.errors import Bq2pgError
+from bq2pg.runner import target_table
 
 app = typer.Typer(rich_markup_mode=None)
 config_app = typer.Typer(
@@ -74,15 +75,6 @@ def list_jobs(config: ConfigOpt = None, env: EnvOpt = None) -> None:
             qualified, _last_run(job, cfg, qualified),
         )  # fmt: skip
     out.print(table)
-
-
-def target_table(job: Resolved) -> str:
-    """The table a job's runs are recorded under (``bq2pg.runs.target``)."""
-    values = job.values
-    if job.kind == "patents":
-        return f"{values['schema']}.publications"
-    table = values.get("table") or str(values.get("source", "")).rsplit(".", 1)[-1]
-    return table if "." in table else f"public.{table}"
 
 
 def _last_run(job: Resolved, cfg: config_jobs.Config, qualified: str) -> str:

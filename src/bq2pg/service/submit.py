@@ -19,6 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from bq2pg.config import jobs as config_jobs
 from bq2pg.config.file import Resolved
 from bq2pg.errors import ConfigError
+from bq2pg.runner import target_table
+
+__all__ = ["RunCreate", "RunOptions", "flags", "from_stored", "resolve", "stored", "target_table"]
 
 _Strict = ConfigDict(extra="forbid", populate_by_name=True)
 
@@ -118,15 +121,6 @@ def resolve(body: RunCreate, cfg: config_jobs.Config, role: str) -> Resolved:
         return cfg.job(body.job, given)
     assert body.kind is not None
     return cfg.adhoc(body.kind, given)
-
-
-def target_table(job: Resolved) -> str:
-    """The table a job's runs are recorded under (``bq2pg.runs.target``), without connecting."""
-    values = job.values
-    if job.kind == "patents":
-        return f"{values['schema']}.publications"
-    table = values.get("table") or str(values.get("source", "")).rsplit(".", 1)[-1]
-    return table if "." in table else f"public.{table}"
 
 
 def stored(body: RunCreate) -> dict[str, Any]:
