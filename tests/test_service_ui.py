@@ -28,7 +28,7 @@ from tests.conftest import make_table
 
 from bq2pg import CopyRequest, copy_table
 from bq2pg.plan.tables import Field
-from bq2pg.service import ui
+from bq2pg.service import charts
 
 FIELDS = [Field("id", "INT64"), Field("name", "STRING")]
 #: Enough rows that a run takes several chunks (with small COPY chunks) and its bar moves.
@@ -60,13 +60,13 @@ def test_throughput_chart_is_rows_over_time_per_stream() -> None:
 
     chunks = [chunk("s/a", {"items": 100}, 0, 1), chunk("s/b", {"items": 50, "items__parts": 7}, 1, 2),
               chunk("s/a", {"items": 100}, 0, 4)]  # fmt: skip
-    chart = ui._chart(chunks, "public.items", "2024-01-01T00:00:00+00:00")
+    chart = charts.chart(chunks, "public.items", "2024-01-01T00:00:00+00:00")
     assert chart is not None and (chart["seconds"], chart["rows"]) == (4.0, 200)
     a, b = chart["series"]
     assert (a["stream"], a["rows"], a["rate"]) == ("a", 200, 50.0)
     assert a["points"] == "0.0,180.0 150.0,90.0 600.0,0.0"  # (seconds, rows) scaled to 600×180
     assert (b["rows"], b["points"]) == (51, "0.0,180.0 300.0,134.1")  # its dead letter counts
-    assert ui._chart([], "public.items", None) is None
+    assert charts.chart([], "public.items", None) is None
 
 
 def test_phase_timeline_runs_from_queued_to_the_final_status() -> None:
@@ -78,7 +78,7 @@ def test_phase_timeline_runs_from_queued_to_the_final_status() -> None:
               {"event": "log", "data": {"event": "run.started"}, "at": at(2)},
               {"event": "phase", "data": {"phase": "publishing"}, "at": at(3)},
               {"event": "status", "data": {"status": "succeeded"}, "at": at(4)}]  # fmt: skip
-    found = ui._timeline(events, {"status": "succeeded", "finished_at": at(4).isoformat()})
+    found = charts.timeline(events, {"status": "succeeded", "finished_at": at(4).isoformat()})
     assert [(t["label"], t["offset"], t["duration"]) for t in found] == [
         ("queued", 0, 1), ("running", 1, 2), ("publishing", 3, 1), ("succeeded", 4, 0)]  # fmt: skip
     assert (found[1]["x"], found[1]["w"]) == (25.0, 50.0)  # percent of the run's length

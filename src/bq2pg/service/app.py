@@ -285,9 +285,11 @@ def create_app(settings: Settings, cfg: config_jobs.Config) -> FastAPI:
     _middleware(app, settings)
     _errors(app)
     _root_routes(app)
-    from bq2pg.service import api, ui
+    from bq2pg.service import api, api_admin, api_records, ui
 
     app.include_router(api.router)
+    app.include_router(api_records.router)
+    app.include_router(api_admin.router)
     app.include_router(ui.router)
     return app
 

@@ -36,11 +36,10 @@ from jinja2 import Environment, PackageLoader
 
 from bq2pg import admin
 from bq2pg.config.secrets import redact
-from bq2pg.errors import Bq2pgError, ConfigError
-from bq2pg.lineage import graph as lineage_graph
+from bq2pg.errors import Bq2pgError
 from bq2pg.postgres.connection import session
 from bq2pg.quality import results as quality_results
-from bq2pg.service import api, keys, problems, submit
+from bq2pg.service import api, api_admin, api_records, charts, keys, problems, submit
 from bq2pg.service.app import SESSION_COOKIE, SESSION_TTL_S, Caller, client_of, service, version
 from bq2pg.service.problems import Problem
 from bq2pg.state import anomalies as stored_anomalies
@@ -76,7 +75,6 @@ CSP = (
     "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 #: Line colours of the charts (readable on light and dark backgrounds).
-PALETTE = ("#2563eb", "#16a34a", "#d97706", "#dc2626", "#7c3aed", "#0891b2", "#db2777")
 STATUSES: tuple[str, ...] = get_args(api.Status)
 
 
@@ -146,11 +144,6 @@ def _size(value: Any) -> str:
     return f"{amount:.1f} TB"
 
 
-def _stream(name: str) -> str:
-    """A read stream's short name: the end of its path (``replay:`` kept: replayed rows)."""
-    return ("replay:" if name.startswith("replay:") else "") + name.rsplit("/", 1)[-1][-12:]
-
-
 def _pct(value: float | None) -> str:
     # floor: a bar says 100 % only when every row is in
     return "—" if value is None else f"{math.floor(value)} %"
@@ -163,7 +156,7 @@ _templates = Environment(
     lstrip_blocks=True,
 )
 _templates.filters.update(
-    when=_when, num=_num, seconds=_seconds, size=_size, pct=_pct, stream=_stream
+    when=_when, num=_num, seconds=_seconds, size=_size, pct=_pct, stream=charts.short_stream
 )
 
 
@@ -394,8 +387,8 @@ def _live(request: Request, caller: Caller, run_id: uuid.UUID) -> dict[str, Any]
         "run": run,
         "final": run["status"] in q.FINAL,
         "chunks": chunks,
-        "chart": _chart(chunks, run["target"], run["started_at"]),
-        "timeline": _timeline(found, run),
+        "chart": charts.chart(chunks, run["target"], run["started_at"]),
+        "timeline": charts.timeline(found, run),
         "plan": plans[-1] if plans else [],
         "log": [e["data"] | {"at": e["at"]} for e in found if e["event"] == "log"][-LOG_LINES:],
     }
@@ -432,7 +425,7 @@ def _outcome(request: Request, run: dict[str, Any]) -> dict[str, Any]:
             found["anomalies"] = [a for a in stored_anomalies.listing(conn, run["job"], limit=200)
                                   if a.run_id == run_id]  # fmt: skip
         found["letters"] = admin.list_dead_letters(database, run_id=str(run_id))
-        found["lineage"] = _lineage(database, run["target"])
+        found["lineage"] = charts.lineage(database, run["target"])
     except Bq2pgError as exc:
         found["outcome_error"] = _why(exc)
     return found
@@ -485,7 +478,7 @@ def run_now(name: str, request: Request,
 @router.get("/dead-letters")
 def dead_letters_page(request: Request, caller: Viewer, database: str | None = None,
                       run: uuid.UUID | None = None) -> Response:  # fmt: skip
-    found = api.list_dead_letters(request, caller, database=database or None, table=None,
+    found = api_records.list_dead_letters(request, caller, database=database or None, table=None,
                                   run=run, limit=service(request).settings.max_page)  # fmt: skip
     by_target: dict[str, list[dict[str, Any]]] = {}
     for letter in found["dead_letters"]:
@@ -505,8 +498,8 @@ def replay(request: Request, fields: Form,
     table = fields.get("table", "")
     try:
         ids = [int(fields["id"])] if fields.get("id") else None
-        done = api.replay_dead_letters(api.Replay(table=table, ids=ids, database=database),
-                                       request, caller)  # fmt: skip
+        body = api_records.Replay(table=table, ids=ids, database=database)
+        done = api_records.replay_dead_letters(body, request, caller)
     except (Problem, Bq2pgError, ValueError) as exc:
         return _redirect(request, back, f"replay of {table} failed: {_why(exc)}", ok=False)
     loaded, failed = done["loaded"], done["failed"]
@@ -519,7 +512,7 @@ def replay(request: Request, fields: Form,
 
 @router.get("/schedules")
 def schedules_page(request: Request, caller: Viewer) -> Response:
-    found = api.list_schedules(request, caller)["schedules"]
+    found = api_admin.list_schedules(request, caller)["schedules"]
     return _render(request, "schedules.html", section="schedules", schedules=found)
 
 
@@ -527,91 +520,7 @@ def schedules_page(request: Request, caller: Viewer) -> Response:
 def schedule_action(job: str, action: Literal["pause", "resume"], request: Request,
                     caller: Annotated[Caller, Depends(acting("admin"))]) -> Response:  # fmt: skip
     try:
-        api._pause(request, job, caller, action == "pause")
+        api_admin._pause(request, job, caller, action == "pause")
     except (Problem, Bq2pgError) as exc:
         return _redirect(request, "/ui/schedules", _why(exc), ok=False)
     return _redirect(request, "/ui/schedules", f"schedule of {job} {action}d")
-
-
-# -- charts (shapes computed here; the templates draw them as SVG) ----------------------------
-
-
-def _chart(chunks: list[dict[str, Any]], target: str, started: str | None) -> dict[str, Any] | None:
-    """Rows committed over time per read stream (the slope is the stream's throughput)."""
-    if not chunks:
-        return None
-    parent = target.rsplit(".", 1)[-1]
-    times = [dt.datetime.fromisoformat(c["committed_at"]) for c in chunks]
-    start = min([*times, *([dt.datetime.fromisoformat(started)] if started else [])])
-    lines: dict[str, list[tuple[float, int]]] = {}
-    for at, chunk in sorted(zip(times, chunks, strict=True), key=lambda pair: pair[0]):
-        rows = chunk["rows"] if isinstance(chunk["rows"], dict) else {}
-        line = lines.setdefault(chunk["stream"], [(0.0, 0)])
-        done = int(rows.get(parent, 0)) + int(chunk["dead_letters"] or 0)
-        line.append(((at - start).total_seconds(), line[-1][1] + done))
-    width, height = 600.0, 180.0
-    longest = max(p[0] for line in lines.values() for p in line) or 1.0
-    most = max(line[-1][1] for line in lines.values()) or 1
-    series = [
-        {
-            "stream": _stream(stream), "full": stream, "rows": line[-1][1],
-            "color": PALETTE[i % len(PALETTE)],
-            "rate": line[-1][1] / line[-1][0] if line[-1][0] > 0 else None,
-            "points": " ".join(f"{t / longest * width:.1f},{height - r / most * height:.1f}"
-                               for t, r in line),
-        }
-        for i, (stream, line) in enumerate(sorted(lines.items()))
-    ]  # fmt: skip
-    return {"series": series, "seconds": longest, "rows": most, "width": width, "height": height}
-
-
-def _timeline(events: list[dict[str, Any]], run: dict[str, Any]) -> list[dict[str, Any]]:
-    """The run's statuses and phases, each with its start (from the first) and duration."""
-    marks = [(e["at"], str(e["data"].get("phase") or e["data"].get("status")), e["event"])
-             for e in events if e["event"] in ("status", "phase")]  # fmt: skip
-    if not marks:
-        return []
-    final = run["status"] in q.FINAL
-    end = (dt.datetime.fromisoformat(run["finished_at"]) if final and run["finished_at"]
-           else dt.datetime.now(dt.UTC))  # fmt: skip
-    end = max(end, marks[-1][0])
-    total = max((end - marks[0][0]).total_seconds(), 1e-3)
-    found = []
-    for i, (at, label, kind) in enumerate(marks):
-        until = marks[i + 1][0] if i + 1 < len(marks) else (at if final else end)
-        offset, length = (at - marks[0][0]).total_seconds(), (until - at).total_seconds()
-        found.append({"label": label, "kind": kind, "offset": offset, "duration": length,
-                      "x": 100 * offset / total, "w": max(100 * length / total, 0.3),
-                      "color": PALETTE[i % len(PALETTE)]})  # fmt: skip
-    return found
-
-
-def _lineage(database: str, target: str) -> dict[str, Any] | None:
-    """The lineage around a run's target: boxes in columns by distance from the sources,
-    arrows between them, and each arrow's columns."""
-    try:
-        view = lineage_graph.load(database).around(target, "both")
-    except ConfigError:
-        return None
-    pairs = view.pairs()
-    depth = dict.fromkeys(view.datasets(), 0)
-    for _ in depth:  # longest path from a source; len(depth) passes settle any DAG
-        for source, sink in pairs:
-            depth[sink] = max(depth[sink], depth[source] + 1)
-    columns: dict[int, list[lineage_graph.Dataset]] = {}
-    for dataset, level in depth.items():
-        columns.setdefault(level, []).append(dataset)
-    box_w, box_h, gap_x, gap_y = 220, 34, 70, 14
-    place = {d: (level * (box_w + gap_x), row * (box_h + gap_y))
-             for level, found in columns.items() for row, d in enumerate(found)}  # fmt: skip
-    nodes = [{"x": x, "y": y, "id": d.id, "label": d.id if len(d.id) <= 28 else "…" + d.id[-27:],
-              "focus": d in view.focus} for d, (x, y) in place.items()]  # fmt: skip
-    edges = [{"x1": place[s][0] + box_w, "y1": place[s][1] + box_h / 2, "x2": place[t][0] - 4,
-              "y2": place[t][1] + box_h / 2} for s, t in pairs]  # fmt: skip
-    links = [{"source": s.id, "target": t.id,
-              "table": next((k for k in found if not k.target_column), None),
-              "columns": [k for k in found if k.target_column]}
-             for (s, t), found in pairs.items()]  # fmt: skip
-    return {"nodes": nodes, "edges": edges, "links": links, "box_w": box_w, "box_h": box_h,
-            "width": (max(columns) + 1) * (box_w + gap_x) - gap_x,
-            "height": max(len(c) for c in columns.values()) * (box_h + gap_y) - gap_y}  # fmt: skip

@@ -36,6 +36,7 @@ from bq2pg.service import schedules, submit
 from bq2pg.service.settings import Settings
 from bq2pg.state import audit, schema
 from bq2pg.state import queue as q
+from bq2pg.state import schedules as stored_schedules
 
 log = get_logger(__name__)
 
@@ -252,7 +253,7 @@ class Worker:
     def _fire_schedules(self, conn: Any) -> None:
         if not self.schedules:
             return
-        state = q.schedule_state(conn)
+        state = stored_schedules.schedule_state(conn)
         now = dt.datetime.now(dt.UTC)
         for s in self.schedules:
             paused, last = state.get(s.job, (False, None))
@@ -260,7 +261,7 @@ class Worker:
             if paused or (last is not None and last >= slot):
                 continue
             with conn.transaction():
-                if not q.advance_schedule(conn, s.job, s.cron, slot):
+                if not stored_schedules.advance_schedule(conn, s.job, s.cron, slot):
                     continue
                 if last is None and s.job not in state:
                     continue  # a new schedule starts from now: its first slot is the next

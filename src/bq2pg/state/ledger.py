@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import psycopg
 from psycopg import sql
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from bq2pg.errors import RowRejectedError
@@ -195,3 +196,43 @@ def forget(
             conn.execute(sql.SQL("TRUNCATE {}").format(table))
         conn.execute("DELETE FROM bq2pg.chunks WHERE run_id = %s", [run_id])
         conn.execute("DELETE FROM bq2pg.dead_letters WHERE run_id = %s", [run_id])
+
+
+def stream_progress(conn: psycopg.Connection, run_id: uuid.UUID, target: str) -> list[dict]:
+    """Per read stream of a run: source rows and COPY bytes committed, the offset reached,
+    chunks, and the rate since the run started (from the ledger, readable from any process)."""
+    parent = target.rsplit(".", 1)[-1]
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT c.stream, count(*) AS chunks, "
+            "(coalesce(sum((c.rows ->> %s)::bigint), 0) + coalesce(sum(c.dead_letters), 0))"
+            "::bigint AS rows, coalesce(sum(c.bytes), 0)::bigint AS bytes, "
+            "max(c.end_offset) AS offset, "
+            "max(c.committed_at) AS last_commit, "
+            "round((coalesce(sum((c.rows ->> %s)::bigint), 0) / greatest(extract(epoch FROM "
+            "max(c.committed_at) - r.started_at), 0.001))::numeric, 1)::float AS rows_per_s "
+            "FROM bq2pg.chunks c JOIN bq2pg.runs r USING (run_id) WHERE c.run_id = %s "
+            "GROUP BY c.stream, r.started_at ORDER BY c.stream",
+            [parent, parent, run_id],
+        ).fetchall()
+
+
+def run_row(conn: psycopg.Connection, run_id: uuid.UUID) -> dict | None:
+    """The engine's record of a run (``bq2pg.runs``), without its stored schema."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT run_id, source, target, mode, status, started_at, finished_at, rows_read, "
+            "rows_loaded, bytes, error, job, skip_quality, retries, plan FROM bq2pg.runs "
+            "WHERE run_id = %s",
+            [run_id],
+        ).fetchone()
+
+
+def chunks(conn: psycopg.Connection, run_id: uuid.UUID, limit: int) -> list[dict]:
+    """A run's committed chunks, oldest first."""
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(
+            "SELECT stream, start_offset, end_offset, rows, bytes, dead_letters, committed_at "
+            "FROM bq2pg.chunks WHERE run_id = %s ORDER BY committed_at, stream LIMIT %s",
+            [run_id, limit],
+        ).fetchall()
